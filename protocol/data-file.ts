@@ -1,0 +1,109 @@
+import { basename, dirname, join } from 'node:path';
+import type { ChainPoint, ChainRecord, RecordStub } from './records.js';
+import type { TaskHistoryDict } from './task-view.js';
+
+/**
+ * `task_history.json`: the original's `to_dict` shape at the top (`tasks`, `count`, `max_tasks`,
+ * readable by the original `TaskHistory.from_dict`), plus the chain that proves it.
+ *
+ * `chain.records` are the records still kept, in seq order; `chain.stubs` the `[seq, hash]` of
+ * trimmed records newer than the oldest kept one; `chain.anchor` the last record before all of
+ * them (seq 0 and GENESIS_HASH while nothing was trimmed). `head` is the newest record in the file.
+ * The file is a checkpoint: records committed after it are in the journal segments beside it.
+ */
+export const DATA_FILE_FORMAT = 'taskhistory/1';
+export const DATA_FILE_NAME = 'task_history.json';
+
+export interface DataFile extends TaskHistoryDict {
+  format: typeof DATA_FILE_FORMAT;
+  machine_id: string;
+  head: ChainPoint;
+  chain: {
+    anchor: ChainPoint;
+    stubs: RecordStub[];
+    records: ChainRecord[];
+  };
+}
+
+/**
+ * Journal segments: `task_history.journal.<first seq, 12 digits>.jsonl` beside the data file, one
+ * record per line (`JSON.stringify` of the record, then `\n`), appended and fsync'ed before a
+ * record is acknowledged. A segment is deleted once a checkpoint of the data file covers it.
+ */
+const SEGMENT_PATTERN = /^task_history\.journal\.(\d{12})\.jsonl$/;
+
+export function journalSegmentName(firstSeq: number): string {
+  return `task_history.journal.${String(firstSeq).padStart(12, '0')}.jsonl`;
+}
+
+export function isJournalSegmentName(name: string): boolean {
+  return SEGMENT_PATTERN.test(name);
+}
+
+/** Segment names from a directory listing, oldest first. */
+export function sortedJournalSegments(names: string[]): string[] {
+  return names.filter(isJournalSegmentName).sort();
+}
+
+export function journalDirFor(dataFile: string): string {
+  return dirname(dataFile);
+}
+
+export function evidenceFileName(dataFile: string, at: Date): string {
+  return join(dirname(dataFile), `${basename(dataFile)}.tampered-${at.toISOString().replace(/[:.]/g, '-')}`);
+}
+
+export function journalLine(record: ChainRecord): string {
+  return `${JSON.stringify(record)}\n`;
+}
+
+export interface ParsedJournal {
+  records: ChainRecord[];
+  /** Byte length of the complete lines: what follows is a torn, never-acknowledged write. */
+  validBytes: number;
+  tornTail: boolean;
+  /** Set when a complete line in the middle is not a record: the segment is damaged. */
+  damagedLine?: number;
+}
+
+/** Parses one segment. Only an unterminated last line counts as torn; any other bad line is damage. */
+export function parseJournal(text: string): ParsedJournal {
+  const records: ChainRecord[] = [];
+  let offset = 0;
+  let line = 0;
+  while (offset < text.length) {
+    const end = text.indexOf('\n', offset);
+    line++;
+    if (end === -1) return { records, validBytes: Buffer.byteLength(text.slice(0, offset)), tornTail: true };
+    const body = text.slice(offset, end);
+    let record: unknown;
+    try {
+      record = JSON.parse(body);
+    } catch {
+      return { records, validBytes: Buffer.byteLength(text.slice(0, offset)), tornTail: false, damagedLine: line };
+    }
+    if (!isRecordLike(record)) {
+      return { records, validBytes: Buffer.byteLength(text.slice(0, offset)), tornTail: false, damagedLine: line };
+    }
+    records.push(record);
+    offset = end + 1;
+  }
+  return { records, validBytes: Buffer.byteLength(text), tornTail: false };
+}
+
+const RECORD_TYPES = new Set(['task_created', 'step_logged', 'task_completed', 'tamper_detected']);
+
+/** Enough shape to walk the chain safely; the hash proves the rest. */
+export function isRecordLike(value: unknown): value is ChainRecord {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+  const r = value as Record<string, unknown>;
+  return (
+    Number.isSafeInteger(r.seq) &&
+    typeof r.hash === 'string' &&
+    typeof r.prev_hash === 'string' &&
+    typeof r.ts === 'number' &&
+    typeof r.type === 'string' &&
+    RECORD_TYPES.has(r.type) &&
+    (r.type === 'tamper_detected' || typeof r.task_id === 'string')
+  );
+}

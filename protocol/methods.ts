@@ -1,0 +1,134 @@
+import { z } from 'zod';
+import { FINAL_STATUSES, STEP_STATUSES, TASK_MODES, type ChainPoint, type ChainRecord, type RecordType } from './records.js';
+import { MAX_RECENT_COUNT } from './limits.js';
+import type { TaskHistoryDict, TaskView } from './task-view.js';
+import type { VerifyReport } from './chain-verify.js';
+
+/**
+ * Every daemon method as one descriptor: its wire name, its params schema and (as a type) its
+ * result. Daemon and SDK both import these, so a renamed method or changed param breaks both at
+ * compile time. Params are named (a JSON object); unknown keys are refused so typos surface.
+ */
+export interface MethodDescriptor<P extends z.ZodType, R> {
+  name: string;
+  params: P;
+  /** Type-only: the result shape. */
+  result?: R;
+}
+
+function method<R>() {
+  return <P extends z.ZodType>(name: string, params: P): MethodDescriptor<P, R> => ({ name, params });
+}
+
+const taskId = z.string().min(1).max(200);
+const noParams = z.strictObject({});
+
+export const CreateTaskParams = z.strictObject({
+  description: z.string().min(1, 'must be a non-empty string'),
+  mode: z.enum(TASK_MODES),
+  steps: z.array(z.unknown()),
+  agent: z.string().max(200).optional(),
+});
+
+export const LogStepParams = z.strictObject({
+  task_id: taskId,
+  step_num: z.int().min(1),
+  command: z.string(),
+  status: z.enum(STEP_STATUSES),
+  output: z.string().optional(),
+  error: z.string().optional(),
+  recovery: z.string().optional(),
+  /** Unix seconds the step started at. */
+  started_at: z.number().nonnegative().optional(),
+  duration_ms: z.number().nonnegative().optional(),
+  exit_code: z.int().optional(),
+});
+
+export const CompleteTaskParams = z.strictObject({ task_id: taskId, final_status: z.enum(FINAL_STATUSES) });
+export const GetTaskParams = z.strictObject({ task_id: taskId });
+export const GetRecentParams = z.strictObject({ count: z.int().min(1).max(MAX_RECENT_COUNT).optional() });
+export const SubscribeParams = z.strictObject({ task_id: taskId.optional() });
+export const UnsubscribeParams = z.strictObject({ subscription: z.string() });
+
+export type CreateTaskInput = z.infer<typeof CreateTaskParams>;
+export type LogStepInput = z.infer<typeof LogStepParams>;
+export type CompleteTaskInput = z.infer<typeof CompleteTaskParams>;
+
+export interface CloudStatus {
+  state: 'disabled' | 'connecting' | 'online' | 'offline' | 'auth_failed' | 'fork';
+  url: string | null;
+  /** Committed records the cloud has not acknowledged yet. */
+  queued: number;
+  acked_seq: number;
+  /** Age of the oldest unacknowledged record, 0 when nothing is queued. */
+  lag_ms: number;
+  last_error: string | null;
+  next_retry_at: string | null;
+  /** What start-up restore did, when it ran. */
+  restore: string | null;
+}
+
+export interface RunningTask {
+  task_id: string;
+  description: string;
+  agent?: string;
+  steps: number;
+  age_s: number;
+}
+
+export interface StatusResult {
+  version: string;
+  pid: number;
+  machine_id: string;
+  socket: string;
+  data_file: string;
+  tasks: number;
+  running_tasks: number;
+  running: RunningTask[];
+  max_tasks: number;
+  last_seq: number;
+  head_hash: string;
+  checkpoint_seq: number;
+  uptime_s: number;
+  redaction: boolean;
+  tamper: { count: number; last: { seq: number; ts: number; reason: string; evidence_file?: string } | null };
+  cloud: CloudStatus;
+}
+
+export interface RedactionRuleInfo {
+  name: string;
+  description: string;
+  source: 'builtin' | 'config';
+}
+
+export const Methods = {
+  createTask: method<{ task_id: string; seq: number }>()('create_task', CreateTaskParams),
+  logStep: method<{ seq: number }>()('log_step', LogStepParams),
+  completeTask: method<{ seq: number }>()('complete_task', CompleteTaskParams),
+  getTask: method<TaskView>()('get_task', GetTaskParams),
+  getRecent: method<TaskView[]>()('get_recent', GetRecentParams),
+  toDict: method<TaskHistoryDict>()('to_dict', noParams),
+  status: method<StatusResult>()('status', noParams),
+  subscribe: method<{ subscription: string }>()('subscribe', SubscribeParams),
+  unsubscribe: method<{ unsubscribed: boolean }>()('unsubscribe', UnsubscribeParams),
+  verify: method<VerifyReport>()('verify', noParams),
+  redactionRules: method<{ enabled: boolean; rules: RedactionRuleInfo[] }>()('redaction_rules', noParams),
+} as const;
+
+export type MethodKey = keyof typeof Methods;
+export type ParamsOf<K extends MethodKey> = z.input<(typeof Methods)[K]['params']>;
+export type ResultOf<K extends MethodKey> = NonNullable<(typeof Methods)[K]['result']>;
+
+/** The notification the daemon sends a subscriber for every committed record, in commit order. */
+export const EVENT_NOTIFICATION = 'event';
+export interface EventParams {
+  subscription: string;
+  type: RecordType;
+  task_id: string | null;
+  seq: number;
+  hash: string;
+  ts: number;
+  record: ChainRecord;
+}
+
+export type { ChainPoint };

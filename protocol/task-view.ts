@@ -1,0 +1,102 @@
+import type { ChainRecord, FinalStatus, StepStatus, TaskMode } from './records.js';
+
+/**
+ * The original model's task dict. Keys and meanings are the compatibility contract; `agent`, `plan`
+ * and `seq` (of the creating record) are extras. Optional step keys are left out when not given.
+ */
+export interface StepView {
+  step: number;
+  command: string;
+  status: StepStatus;
+  timestamp: number;
+  output?: string;
+  error?: string;
+  recovery?: string;
+  started_at?: number;
+  duration_ms?: number;
+  exit_code?: number;
+  seq: number;
+}
+
+export interface TaskView {
+  task_id: string;
+  timestamp: number;
+  description: string;
+  mode: TaskMode;
+  planned_steps: number;
+  steps: StepView[];
+  status: 'running' | FinalStatus;
+  machine_id: string;
+  agent?: string;
+  plan: unknown[];
+  seq: number;
+  completed_at?: number;
+}
+
+/** The top level of task_history.json and the result of `to_dict`: the original's shape. */
+export interface TaskHistoryDict {
+  tasks: TaskView[];
+  count: number;
+  max_tasks: number;
+}
+
+/**
+ * Applies one record to a task map (insertion order = creation order). Returns the task it changed,
+ * or undefined for records that are not about a task. The caller has validated the record.
+ */
+export function applyRecordToTasks(tasks: Map<string, TaskView>, record: ChainRecord): TaskView | undefined {
+  switch (record.type) {
+    case 'task_created': {
+      const task: TaskView = {
+        task_id: record.task_id,
+        timestamp: record.ts,
+        description: record.description,
+        mode: record.mode,
+        planned_steps: record.plan.length,
+        steps: [],
+        status: 'running',
+        machine_id: record.machine_id,
+        ...(record.agent !== undefined && { agent: record.agent }),
+        plan: record.plan,
+        seq: record.seq,
+      };
+      tasks.set(task.task_id, task);
+      return task;
+    }
+    case 'step_logged': {
+      const task = tasks.get(record.task_id);
+      if (!task) return undefined;
+      const step = { step: record.step, command: record.command, status: record.status, timestamp: record.ts } as StepView;
+      if (record.output !== undefined) step.output = record.output;
+      if (record.error !== undefined) step.error = record.error;
+      if (record.recovery !== undefined) step.recovery = record.recovery;
+      if (record.started_at !== undefined) step.started_at = record.started_at;
+      if (record.duration_ms !== undefined) step.duration_ms = record.duration_ms;
+      if (record.exit_code !== undefined) step.exit_code = record.exit_code;
+      step.seq = record.seq;
+      task.steps.push(step);
+      return task;
+    }
+    case 'task_completed': {
+      const task = tasks.get(record.task_id);
+      if (!task) return undefined;
+      task.status = record.final_status;
+      task.completed_at = record.ts;
+      return task;
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** The tasks the given records describe, in creation order. */
+export function tasksFromRecords(records: Iterable<ChainRecord>): Map<string, TaskView> {
+  const tasks = new Map<string, TaskView>();
+  for (const record of records) applyRecordToTasks(tasks, record);
+  return tasks;
+}
+
+/** The newest `count` tasks, oldest first, as the original's `get_recent`. */
+export function recentTasks(tasks: TaskView[], count: number): TaskView[] {
+  return tasks.slice(Math.max(0, tasks.length - count));
+}
