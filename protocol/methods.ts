@@ -91,6 +91,8 @@ export interface StatusResult {
   checkpoint_seq: number;
   uptime_s: number;
   redaction: boolean;
+  /** The last journal write failure while writes keep failing (disk full...), else null. */
+  storage_error: string | null;
   tamper: { count: number; last: { seq: number; ts: number; reason: string; evidence_file?: string } | null };
   cloud: CloudStatus;
 }

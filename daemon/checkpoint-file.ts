@@ -1,0 +1,79 @@
+import type { Stats } from 'node:fs';
+import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { Adapter } from 'lowdb';
+import { sha256Hex } from '../protocol/canonical.js';
+import { parseDataFile } from '../protocol/chain-verify.js';
+import type { DataFile } from '../protocol/data-file.js';
+import { syncDirectory } from './journal.js';
+
+/** How many of our own recent writes to remember, to tell them from foreign edits. */
+const REMEMBERED_WRITES = 8;
+
+/**
+ * lowdb adapter for task_history.json that makes every write atomic and durable: a uniquely named
+ * temp file (so no two writers collide), fsync, rename over the target, fsync of the directory.
+ * Reads reject an empty, truncated or wrongly shaped file with a ChainBreak('unreadable file').
+ * It remembers the SHA-256 of what it wrote, so the watcher can tell its own writes from others'.
+ */
+export class DurableJsonFile implements Adapter<DataFile> {
+  private tempCounter = 0;
+  private readonly ownDigests: string[] = [];
+  /** Identity of the file as we last wrote it: a cheap first check before reading it back. */
+  private lastWritten: { ino: number; size: number; mtimeMs: number } | null = null;
+
+  constructor(readonly path: string) {}
+
+  async read(): Promise<DataFile | null> {
+    let text: string;
+    try {
+      text = await readFile(this.path, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw error;
+    }
+    this.remember(sha256Hex(text));
+    return parseDataFile(text);
+  }
+
+  async write(data: DataFile): Promise<void> {
+    const text = JSON.stringify(data);
+    const temp = join(dirname(this.path), `.${basename(this.path)}.${process.pid}.${++this.tempCounter}.tmp`);
+    const handle = await open(temp, 'wx', 0o600);
+    try {
+      await handle.writeFile(text, 'utf8');
+      await handle.sync();
+    } catch (error) {
+      await handle.close();
+      await unlink(temp).catch(() => undefined);
+      throw error;
+    }
+    await handle.close();
+    this.remember(sha256Hex(text));
+    try {
+      await rename(temp, this.path);
+    } catch (error) {
+      await unlink(temp).catch(() => undefined);
+      throw error;
+    }
+    syncDirectory(dirname(this.path));
+    const { ino, size, mtimeMs } = await stat(this.path);
+    this.lastWritten = { ino, size, mtimeMs };
+  }
+
+  /** True when the file is still exactly the inode, size and mtime we last wrote. */
+  isOwnStat(current: Stats): boolean {
+    const last = this.lastWritten;
+    return !!last && current.ino === last.ino && current.size === last.size && current.mtimeMs === last.mtimeMs;
+  }
+
+  /** Whether this content is one the daemon itself wrote (or loaded) recently. */
+  isOwn(text: string): boolean {
+    return this.ownDigests.includes(sha256Hex(text));
+  }
+
+  private remember(digest: string): void {
+    this.ownDigests.push(digest);
+    if (this.ownDigests.length > REMEMBERED_WRITES) this.ownDigests.shift();
+  }
+}

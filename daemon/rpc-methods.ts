@@ -1,0 +1,86 @@
+import { ErrorCodes, RpcError } from '../protocol/errors.js';
+import { Methods, type CloudStatus, type StatusResult } from '../protocol/methods.js';
+import { DEFAULT_RECENT_COUNT } from '../protocol/limits.js';
+import { redactionRuleInfo, BUILTIN_REDACTION_RULES } from '../protocol/redaction.js';
+import { recentTasks } from '../protocol/task-view.js';
+import type { RecordBuilder } from './record-builder.js';
+import type { RpcDispatcher } from './rpc-dispatch.js';
+import type { Connection } from './socket-server.js';
+import type { TaskStore } from './store.js';
+import type { SubscriptionHub } from './subscriptions.js';
+import type { TamperWatch } from './tamper-watch.js';
+
+export interface MethodContext {
+  connection: Connection;
+}
+
+export interface DaemonParts {
+  version: string;
+  socketPath: string;
+  dataFile: string;
+  startedAt: number;
+  store: TaskStore;
+  builder: RecordBuilder;
+  subscriptions: SubscriptionHub;
+  tamper: TamperWatch;
+  cloudStatus(): CloudStatus;
+}
+
+/** The daemon's methods: the original TaskHistory model, plus status, subscriptions and verify. */
+export function registerMethods(rpc: RpcDispatcher<MethodContext>, parts: DaemonParts): void {
+  const { store, subscriptions } = parts;
+  rpc.register(Methods.createTask, (params) => store.createTask(params));
+  rpc.register(Methods.logStep, (params) => store.logStep(params));
+  rpc.register(Methods.completeTask, (params) => store.completeTask(params));
+  rpc.register(Methods.getTask, (params) => store.getTask(params.task_id));
+  rpc.register(Methods.getRecent, (params) => recentTasks(store.tasks, params.count ?? DEFAULT_RECENT_COUNT));
+  rpc.register(Methods.toDict, () => {
+    const tasks = store.tasks;
+    return { tasks, count: tasks.length, max_tasks: store.maxTasks };
+  });
+  rpc.register(Methods.status, () => status(parts));
+  rpc.register(Methods.subscribe, (params, context) => ({ subscription: subscriptions.subscribe(context.connection, params.task_id) }));
+  rpc.register(Methods.unsubscribe, (params, context) => {
+    if (!subscriptions.unsubscribe(context.connection, params.subscription)) {
+      throw new RpcError(ErrorCodes.SubscriptionNotFound, `no subscription ${params.subscription} on this connection`);
+    }
+    return { unsubscribed: true };
+  });
+  rpc.register(Methods.verify, () => store.verifyOnDisk());
+  rpc.register(Methods.redactionRules, () => ({
+    enabled: parts.builder.redaction.enabled,
+    rules: redactionRuleInfo([...BUILTIN_REDACTION_RULES, ...parts.builder.redaction.rules.filter((rule) => rule.source === 'config')]),
+  }));
+}
+
+function status(parts: DaemonParts): StatusResult {
+  const { store, tamper } = parts;
+  const now = Date.now() / 1000;
+  const running = store.runningTasks;
+  const head = store.head;
+  return {
+    version: parts.version,
+    pid: process.pid,
+    machine_id: store.machineId,
+    socket: parts.socketPath,
+    data_file: parts.dataFile,
+    tasks: store.tasks.length,
+    running_tasks: running.length,
+    running: running.map((task) => ({
+      task_id: task.task_id,
+      description: task.description,
+      ...(task.agent !== undefined && { agent: task.agent }),
+      steps: task.steps.length,
+      age_s: Math.round((now - task.timestamp) * 10) / 10,
+    })),
+    max_tasks: store.maxTasks,
+    last_seq: head.seq,
+    head_hash: head.hash,
+    checkpoint_seq: store.checkpointSeq,
+    uptime_s: Math.round((Date.now() - parts.startedAt) / 100) / 10,
+    redaction: parts.builder.redaction.enabled,
+    storage_error: store.storageError,
+    tamper: { count: tamper.count, last: tamper.last },
+    cloud: parts.cloudStatus(),
+  };
+}

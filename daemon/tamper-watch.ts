@@ -1,0 +1,132 @@
+import { readFileSync, renameSync, statSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { watch, type FSWatcher } from 'chokidar';
+import { sha256Hex } from '../protocol/canonical.js';
+import { ChainBreak, parseDataFile, verifyDataFile } from '../protocol/chain-verify.js';
+import { evidenceFileName } from '../protocol/data-file.js';
+import type { TamperDetectedRecord } from '../protocol/records.js';
+import { log } from './log.js';
+import type { TaskStore } from './store.js';
+
+/** Quiet time after the last event before the file is read: editors write in bursts. */
+const SETTLE_MS = 50;
+
+export interface TamperEvent {
+  seq: number;
+  ts: number;
+  reason: string;
+  evidence_file?: string;
+}
+
+/**
+ * Watches task_history.json for changes the daemon did not make. The daemon's own state is the
+ * truth: a foreign version that is not the daemon's chain is moved aside as evidence
+ * (`task_history.json.tampered-<time>`), a `tamper_detected` record is appended, and the good file
+ * is written again. A deleted file is written again the same way.
+ *
+ * The directory is watched (not the file), so deletion and re-creation are both seen. Events only
+ * trigger a trailing, serialized re-read: chokidar's throttling can drop the last event of a burst,
+ * and the re-read on `ready` covers changes made before the watcher was up.
+ */
+export class TamperWatch {
+  private watcher: FSWatcher | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private checking = false;
+  private recheck = false;
+  count = 0;
+  last: TamperEvent | null = null;
+
+  constructor(
+    private readonly store: TaskStore,
+    private readonly dataFile: string,
+  ) {}
+
+  start(): void {
+    const dir = dirname(this.dataFile);
+    const name = basename(this.dataFile);
+    this.watcher = watch(dir, { depth: 0, ignoreInitial: true, ignored: (path: string) => path !== dir && basename(path) !== name });
+    this.watcher.on('all', () => this.schedule());
+    this.watcher.on('ready', () => this.schedule());
+    this.watcher.on('error', (error) => log.warn('file watcher error', { dir, error: String(error) }));
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    await this.watcher?.close();
+  }
+
+  private schedule(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.check(), SETTLE_MS);
+  }
+
+  private async check(): Promise<void> {
+    if (this.checking) {
+      this.recheck = true;
+      return;
+    }
+    this.checking = true;
+    try {
+      const found = await this.store.withDiskLock(async () => this.inspect());
+      if (found) await this.record(found);
+    } catch (error) {
+      log.error('could not handle a change of the data file', { file: this.dataFile, error: String(error) });
+    } finally {
+      this.checking = false;
+      if (this.recheck) {
+        this.recheck = false;
+        this.schedule();
+      }
+    }
+  }
+
+  /** Under the disk lock: is the file ours? If not, move it aside. Returns what to record. */
+  private inspect(): Omit<TamperDetectedRecord, 'seq' | 'prev_hash' | 'hash' | 'ts' | 'type'> | null {
+    let text: string;
+    try {
+      if (this.store.file.isOwnStat(statSync(this.dataFile))) return null;
+      text = readFileSync(this.dataFile, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      return { reason: 'data file deleted', data_file: this.dataFile };
+    }
+    if (this.store.file.isOwn(text)) return null;
+    const problem = this.differenceFromOwnChain(text);
+    if (!problem) {
+      log.info('the data file was rewritten by someone else but still holds this daemon\'s chain', { file: this.dataFile });
+      return null;
+    }
+    const evidence = evidenceFileName(this.dataFile, new Date());
+    renameSync(this.dataFile, evidence);
+    const evidenceSha256 = sha256Hex(readFileSync(evidence, 'utf8'));
+    return { reason: problem.reason, data_file: this.dataFile, evidence_file: evidence, evidence_sha256: evidenceSha256, first_bad_seq: problem.seq };
+  }
+
+  /** Null when the text verifies and ends at the daemon's own checkpoint; else what is wrong. */
+  private differenceFromOwnChain(text: string): { reason: string; seq: number | null } | null {
+    try {
+      const doc = parseDataFile(text);
+      verifyDataFile(doc);
+      if (doc.head.seq === this.store.checkpointSeq && this.store.hashAt(doc.head.seq) === doc.head.hash) return null;
+      return { reason: `not this daemon's chain (file head seq ${doc.head.seq}, daemon checkpoint seq ${this.store.checkpointSeq})`, seq: doc.head.seq };
+    } catch (error) {
+      if (!(error instanceof ChainBreak)) throw error;
+      return { reason: `${error.reason}: ${error.message}`, seq: error.seq };
+    }
+  }
+
+  private async record(found: Omit<TamperDetectedRecord, 'seq' | 'prev_hash' | 'hash' | 'ts' | 'type'>): Promise<void> {
+    const ts = Date.now() / 1000;
+    const seq = await this.store.appendDaemonRecord({ type: 'tamper_detected', ts, ...found });
+    await this.store.checkpoint(true);
+    this.count++;
+    this.last = { seq, ts, reason: found.reason, ...(found.evidence_file && { evidence_file: found.evidence_file }) };
+    log.error('tamper detected: the data file was changed by someone else; kept the daemon\'s chain and rewrote the file', {
+      file: this.dataFile,
+      reason: found.reason,
+      evidence: found.evidence_file,
+      first_bad_seq: found.first_bad_seq ?? undefined,
+      seq,
+    });
+  }
+}

@@ -1,0 +1,35 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { ChainBreak, parseDataFile, reportFrom, verifyDataFile, type VerifyReport } from './chain-verify.js';
+import { parseJournal, sortedJournalSegments } from './data-file.js';
+import type { ChainRecord } from './records.js';
+
+/**
+ * Verifies a data file as it lies on disk, with the journal segments beside it, no daemon needed.
+ * A torn final journal line is a write that was never acknowledged and is not counted as damage.
+ */
+export function verifyDataFileOnDisk(dataFile: string): VerifyReport {
+  return reportFrom(() => {
+    let text: string;
+    try {
+      text = readFileSync(dataFile, 'utf8');
+    } catch (error) {
+      throw new ChainBreak('unreadable file', null, `cannot read ${dataFile}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    }
+    return verifyDataFile(parseDataFile(text), readJournalRecords(dirname(dataFile)));
+  });
+}
+
+function readJournalRecords(dir: string): ChainRecord[] {
+  const names = sortedJournalSegments(readdirSync(dir));
+  const records: ChainRecord[] = [];
+  names.forEach((name, index) => {
+    const parsed = parseJournal(readFileSync(join(dir, name), 'utf8'));
+    if (parsed.damagedLine !== undefined || (parsed.tornTail && index < names.length - 1)) {
+      const seq = parsed.records.length ? parsed.records[parsed.records.length - 1].seq + 1 : null;
+      throw new ChainBreak('unreadable file', seq, `journal segment ${name} is damaged at line ${parsed.damagedLine ?? parsed.records.length + 1}`);
+    }
+    records.push(...parsed.records);
+  });
+  return records;
+}
