@@ -47,8 +47,8 @@ const PEM_LABEL = String.raw`(?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?`;
 /** Newline, or a `\n` escape when the key sits inside a JSON or Python string. */
 const PEM_NEWLINE = String.raw`(?:\r?\n|\\(?:r\\)?n)`;
 
-function builtin(name: string, description: string, source: string, flags: string, secretGroup = 0, secretKey?: RegExp): RedactionRule {
-  return { name, description, source: 'builtin', pattern: new RegExp(source, `gd${flags}`), secretGroup, secretKey };
+function builtin(name: string, description: string, pattern: string, flags: string, secretGroup = 0, secretKey?: RegExp): RedactionRule {
+  return { name, description, source: 'builtin', pattern: new RegExp(pattern, `gd${flags}`), secretGroup, secretKey };
 }
 
 /** Applied in this order: specific token shapes before the generic `password=` rule, so the marker names the most specific rule. */

@@ -35,7 +35,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   const child = spawnTracked(
     process.execPath,
     [DAEMON_BIN, '--socket', socketPath, '--data-dir', dataDir, '--machine-id', 'test-machine', ...(options.args ?? [])],
-    { env: { ...process.env, TASKHISTORY_LOG_LEVEL: 'info', ...options.env } },
+    { env: { ...environmentWithoutSettings(), TASKHISTORY_LOG_LEVEL: 'info', ...options.env } },
   );
   const daemon: Daemon = {
     ...child,
@@ -60,6 +60,11 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     }, 15_000, `daemon socket ${socketPath}`);
   }
   return daemon;
+}
+
+/** The test runner's environment minus TASKHISTORY_* settings, which would silently change every daemon. */
+export function environmentWithoutSettings(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('TASKHISTORY_')));
 }
 
 export function socketAnswers(socketPath: string): Promise<boolean> {

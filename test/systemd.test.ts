@@ -1,0 +1,283 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { inheritedListenFd, notifySystemd, startWatchdog } from '../daemon/systemd.js';
+import { ErrorCodes } from '../protocol/errors.js';
+import { SYSTEM_DATA_DIR, SYSTEM_SOCKET_PATH } from '../protocol/paths.js';
+import { CLI_BIN, CLOUD_BIN, DAEMON_BIN, REPO, openRawSocket, startDaemon } from './daemon-harness.js';
+import { spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
+
+const UNIT_DIR = join(REPO, 'systemd');
+
+/** Runs a short-lived command to completion. */
+function run(command: string, args: string[], env: NodeJS.ProcessEnv = process.env) {
+  const result = spawnSync(command, args, { encoding: 'utf8', env });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr, output: `${result.stdout}${result.stderr}` };
+}
+
+function unitFilesIn(dir: string): string[] {
+  return readdirSync(dir).filter((name) => /\.(service|socket)$/.test(name)).sort();
+}
+
+function installService(args: string[], env: NodeJS.ProcessEnv = process.env) {
+  const result = run(process.execPath, [CLI_BIN, 'install-service', ...args], env);
+  expect(result.status, result.output).toBe(0);
+  return result;
+}
+
+/** A test-owned NOTIFY_SOCKET: a python3 AF_UNIX datagram socket printing each message as JSON. */
+async function startNotifyReceiver(): Promise<{ path: string; assignments(): string[] }> {
+  const dir = tempDir('taskhistory-notify-');
+  const path = join(dir, 'notify.sock');
+  const script = join(dir, 'receive.py');
+  writeFileSync(
+    script,
+    [
+      'import json, socket, sys',
+      'server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+      'server.bind(sys.argv[1])',
+      'print(json.dumps("bound"), flush=True)',
+      'while True:',
+      '    print(json.dumps(server.recv(65536).decode()), flush=True)',
+    ].join('\n'),
+  );
+  const receiver = spawnTracked('python3', [script, path]);
+  await waitFor(() => receiver.stdout().includes('"bound"'), 10_000, 'the notify receiver to bind');
+  return {
+    path,
+    assignments: () =>
+      receiver
+        .stdout()
+        .split('\n')
+        .filter(Boolean)
+        .slice(1)
+        .flatMap((line) => (JSON.parse(line) as string).split('\n')),
+  };
+}
+
+interface ActivatedDaemon extends Spawned {
+  socketPath: string;
+  dataDir: string;
+}
+
+/** The arguments of the system unit's ExecStart, with the paths it names moved to `moved`. */
+function systemUnitDaemonArgs(moved: Record<string, string>): string[] {
+  const execStart = /^ExecStart=(.*)$/m.exec(readFileSync(join(UNIT_DIR, 'taskhistoryd.service'), 'utf8'))?.[1];
+  expect(execStart).toBeDefined();
+  return execStart!.trim().split(/\s+/).slice(1).map((arg) => moved[arg] ?? arg);
+}
+
+/**
+ * The daemon as systemd starts it, with the system unit's arguments: systemd-socket-activate
+ * binds the socket and passes it as fd 3, in an environment holding only what it is given.
+ */
+async function startSocketActivated(notifySocket: string): Promise<ActivatedDaemon> {
+  const dir = tempDir('taskhistory-activated-');
+  const socketPath = join(dir, 'taskhistoryd.sock');
+  const dataDir = join(dir, 'data');
+  const configFile = join(dir, 'config.json');
+  writeFileSync(configFile, '{}'); // what tmpfiles.d/taskhistory.conf creates
+  const args = systemUnitDaemonArgs({ [SYSTEM_SOCKET_PATH]: socketPath, [SYSTEM_DATA_DIR]: dataDir, '/etc/taskhistory/config.json': configFile });
+  const child = spawnTracked('systemd-socket-activate', [
+    '-l', socketPath,
+    '-E', `PATH=${process.env.PATH}`,
+    '-E', `NOTIFY_SOCKET=${notifySocket}`,
+    process.execPath, DAEMON_BIN, ...args, '--machine-id', 'test-machine',
+  ]);
+  await waitFor(() => existsSync(socketPath), 10_000, `systemd-socket-activate to bind ${socketPath}`);
+  return { ...child, socketPath, dataDir };
+}
+
+/** Connects to a socket-activated daemon; a failure carries the daemon's stderr, which says why. */
+async function connectActivated(daemon: ActivatedDaemon) {
+  try {
+    return await openRawSocket(daemon.socketPath);
+  } catch (error) {
+    throw new Error(`cannot connect to ${daemon.socketPath} (${(error as Error).message}); daemon stderr:\n${daemon.stderr()}`);
+  }
+}
+
+describe('unit files', () => {
+  it('install-service renders every shipped unit with the package node and scripts, and systemd-analyze verify accepts them', () => {
+    const prefix = tempDir('taskhistory-units-');
+    installService(['--prefix', prefix]);
+    const systemDir = join(prefix, 'etc/systemd/system');
+    expect(unitFilesIn(systemDir)).toEqual(unitFilesIn(UNIT_DIR));
+
+    const daemonUnit = readFileSync(join(systemDir, 'taskhistoryd.service'), 'utf8');
+    expect(daemonUnit).toContain(`ExecStart=${process.execPath} ${DAEMON_BIN} `);
+    expect(readFileSync(join(systemDir, 'taskhistory-cloud.service'), 'utf8')).toContain(`ExecStart=${process.execPath} ${CLOUD_BIN} `);
+
+    const verify = run('systemd-analyze', ['verify', ...unitFilesIn(systemDir).map((unit) => join(systemDir, unit))]);
+    // verify exits 0 even for unknown keys and bad values: any output at all is a finding.
+    expect(verify.output).toBe('');
+    expect(verify.status).toBe(0);
+  });
+
+  it('install-service --user renders the user pair, and systemd-analyze --user verify accepts it', () => {
+    const prefix = tempDir('taskhistory-user-units-');
+    const runtimeDir = tempDir('taskhistory-runtime-');
+    installService(['--user', '--prefix', prefix], { ...process.env, XDG_CONFIG_HOME: '/config' });
+    const userDir = join(prefix, 'config/systemd/user');
+    expect(unitFilesIn(userDir)).toEqual(unitFilesIn(join(UNIT_DIR, 'user')));
+    expect(readFileSync(join(userDir, 'taskhistoryd.service'), 'utf8')).toContain(`ExecStart=${process.execPath} ${DAEMON_BIN} `);
+
+    const verify = run('systemd-analyze', ['--user', 'verify', ...unitFilesIn(userDir).map((unit) => join(userDir, unit))], {
+      ...process.env,
+      XDG_RUNTIME_DIR: runtimeDir,
+    });
+    expect(verify.output).toBe('');
+    expect(verify.status).toBe(0);
+  });
+
+  it('install-service --dry-run prints the units and commands and writes nothing', () => {
+    const prefix = tempDir('taskhistory-dry-run-');
+    const result = installService(['--dry-run', '--prefix', prefix]);
+    expect(readdirSync(prefix)).toEqual([]);
+    expect(result.stdout).toContain(`# ${join(prefix, 'etc/systemd/system/taskhistoryd.service')}`);
+    expect(result.stdout).toContain(`ExecStart=${process.execPath} ${DAEMON_BIN} `);
+    expect(result.stdout).toContain('systemctl enable --now taskhistoryd.socket');
+  });
+
+  it.each(['taskhistoryd.service', 'taskhistory-cloud.service'])('%s has an exposure of 2.0 or lower', (unit) => {
+    const result = run('systemd-analyze', ['security', '--offline=true', join(UNIT_DIR, unit)]);
+    const score = /Overall exposure level for \S+: ([\d.]+)/.exec(result.stdout)?.[1];
+    expect(score, result.output).toBeDefined();
+    console.log(`systemd-analyze security --offline=true systemd/${unit}: exposure ${score}`);
+    expect(Number(score)).toBeLessThanOrEqual(2.0);
+  });
+
+  it('the sysusers.d and tmpfiles.d snippets create the user, the group and the config file', () => {
+    const root = tempDir('taskhistory-root-');
+    mkdirSync(join(root, 'etc'));
+    const sysusers = run('systemd-sysusers', [`--root=${root}`, join(UNIT_DIR, 'sysusers.d/taskhistory.conf')]);
+    expect(sysusers.status, sysusers.output).toBe(0);
+    const user = readFileSync(join(root, 'etc/passwd'), 'utf8').split('\n').find((line) => line.startsWith('taskhistory:'));
+    expect(user).toMatch(/^taskhistory:x:(\d+):\d+:[^:]*:\/var\/lib\/taskhistory:/);
+    const gid = Number(user!.split(':')[3]);
+    expect(readFileSync(join(root, 'etc/group'), 'utf8')).toContain(`taskhistory:x:${gid}:`);
+
+    const tmpfiles = run('systemd-tmpfiles', ['--create', `--root=${root}`, join(UNIT_DIR, 'tmpfiles.d/taskhistory.conf')]);
+    expect(tmpfiles.status, tmpfiles.output).toBe(0);
+    const config = join(root, 'etc/taskhistory/config.json');
+    expect(JSON.parse(readFileSync(config, 'utf8'))).toEqual({});
+    expect(statSync(config).mode & 0o777).toBe(0o640);
+    expect(statSync(config).gid).toBe(gid);
+    expect(statSync(join(root, 'etc/taskhistory-cloud')).mode & 0o777).toBe(0o700);
+  });
+});
+
+describe('daemon/systemd.ts', () => {
+  const savedNotifySocket = process.env.NOTIFY_SOCKET;
+  afterEach(() => {
+    if (savedNotifySocket === undefined) delete process.env.NOTIFY_SOCKET;
+    else process.env.NOTIFY_SOCKET = savedNotifySocket;
+  });
+
+  it('takes fd 3 only when LISTEN_PID names this process, and clears LISTEN_* either way', () => {
+    const ours: NodeJS.ProcessEnv = { LISTEN_PID: String(process.pid), LISTEN_FDS: '1', LISTEN_FDNAMES: 'taskhistoryd.socket', KEEP: 'x' };
+    expect(inheritedListenFd(ours)).toBe(3);
+    expect(ours).toEqual({ KEEP: 'x' });
+
+    const someoneElses: NodeJS.ProcessEnv = { LISTEN_PID: String(process.pid + 1), LISTEN_FDS: '1' };
+    expect(inheritedListenFd(someoneElses)).toBeNull();
+    expect(someoneElses).toEqual({});
+
+    expect(inheritedListenFd({ LISTEN_PID: String(process.pid), LISTEN_FDS: '0' })).toBeNull();
+    expect(inheritedListenFd({})).toBeNull();
+  });
+
+  it('notifySystemd delivers its assignments to NOTIFY_SOCKET', async () => {
+    const receiver = await startNotifyReceiver();
+    process.env.NOTIFY_SOCKET = receiver.path;
+    await notifySystemd('READY=1', 'STATUS=serving');
+    await waitFor(() => receiver.assignments().includes('STATUS=serving'), 10_000, 'STATUS=serving');
+    expect(receiver.assignments()).toContain('READY=1');
+  });
+
+  it('startWatchdog pings WATCHDOG=1 for this process only, until stopped', async () => {
+    const receiver = await startNotifyReceiver();
+    process.env.NOTIFY_SOCKET = receiver.path;
+    expect(startWatchdog({})).toBeNull();
+    expect(startWatchdog({ WATCHDOG_USEC: '100000', WATCHDOG_PID: String(process.pid + 1) })).toBeNull();
+    const stop = startWatchdog({ WATCHDOG_USEC: '100000', WATCHDOG_PID: String(process.pid) });
+    expect(stop).not.toBeNull();
+    const pings = () => receiver.assignments().filter((assignment) => assignment === 'WATCHDOG=1').length;
+    try {
+      await waitFor(() => pings() >= 2, 10_000, 'two WATCHDOG=1 pings');
+    } finally {
+      stop!();
+    }
+  });
+});
+
+describe('the daemon under socket activation', () => {
+  it('serves clients on the passed socket and tells NOTIFY_SOCKET READY=1, then STOPPING=1 on SIGTERM', async () => {
+    const receiver = await startNotifyReceiver();
+    const daemon = await startSocketActivated(receiver.path);
+    const boundInode = statSync(daemon.socketPath).ino;
+
+    // The first connection makes systemd-socket-activate exec the daemon, which must accept it.
+    const client = await connectActivated(daemon);
+    const { task_id } = await client.call('create_task', { description: 'socket activated', mode: 'autonomous', steps: [] });
+    await client.call('log_step', { task_id, step_num: 1, command: 'true', status: 'success' });
+    expect((await client.call('get_task', { task_id })).steps).toHaveLength(1);
+    await waitFor(() => receiver.assignments().includes('READY=1'), 10_000, 'READY=1');
+    // Still the socket systemd-socket-activate bound: the daemon did not bind its own.
+    expect(statSync(daemon.socketPath).ino).toBe(boundInode);
+    client.close();
+
+    process.kill(daemon.pid, 'SIGTERM');
+    expect(await daemon.exited).toEqual({ code: 0, signal: null });
+    await waitFor(() => receiver.assignments().includes('STOPPING=1'), 10_000, 'STOPPING=1');
+    // The socket file is systemd's: the daemon leaves it for the next activation.
+    expect(statSync(daemon.socketPath).ino).toBe(boundInode);
+  });
+
+  it('loses no acknowledged step when SIGTERM arrives during a burst of writes, and exits 0', async () => {
+    const receiver = await startNotifyReceiver();
+    const daemon = await startSocketActivated(receiver.path);
+    const setup = await connectActivated(daemon);
+    const taskIds: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      taskIds.push((await setup.call('create_task', { description: `burst writer ${i}`, mode: 'autonomous', steps: [] })).task_id);
+    }
+    const acknowledged = new Map<string, number[]>(taskIds.map((id) => [id, []]));
+    const refusals: number[] = [];
+    const ackedCount = () => [...acknowledged.values()].reduce((sum, seqs) => sum + seqs.length, 0);
+
+    const writers = taskIds.map(async (task_id) => {
+      const connection = await connectActivated(daemon);
+      for (let step_num = 1; ; step_num++) {
+        let response;
+        try {
+          response = await connection.request('log_step', { task_id, step_num, command: `step ${step_num}`, status: 'success', output: 'x'.repeat(512) });
+        } catch {
+          return; // the connection closed without an answer: not acknowledged
+        }
+        if (response.error) {
+          refusals.push(response.error.code);
+          return;
+        }
+        acknowledged.get(task_id)!.push(response.result.seq);
+      }
+    });
+
+    await waitFor(() => ackedCount() >= 300, 30_000, '300 acknowledged steps');
+    process.kill(daemon.pid, 'SIGTERM');
+    expect(await daemon.exited).toEqual({ code: 0, signal: null });
+    await Promise.all(writers);
+    for (const code of refusals) expect(code).toBe(ErrorCodes.ShuttingDown);
+
+    const restarted = await startDaemon({ dataDir: daemon.dataDir });
+    const reader = await openRawSocket(restarted.socketPath);
+    for (const [task_id, seqs] of acknowledged) {
+      const stored = new Set((await reader.call('get_task', { task_id })).steps.map((step: { seq: number }) => step.seq));
+      const lost = seqs.filter((seq) => !stored.has(seq));
+      expect(lost, `acknowledged steps of ${task_id} missing after restart`).toEqual([]);
+    }
+    reader.close();
+    expect(await restarted.stop()).toEqual({ code: 0, signal: null });
+  });
+});
