@@ -58,6 +58,12 @@ async function main(): Promise<number> {
   }
 }
 
+// A reader that goes away (`taskhistory tail -f | head`) is a normal end, not a crash.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(ExitCodes.ok);
+  throw error;
+});
+
 // Exit explicitly: a half-closed socket must not keep a finished command alive. stdout and stderr
 // are synchronous for files and pipes on Linux, so nothing written is lost.
 process.exit(await main());
