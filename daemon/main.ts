@@ -1,19 +1,21 @@
 #!/usr/bin/env node
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { CommanderError } from 'commander';
 import { isJournalSegmentName } from '../protocol/data-file.js';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import { BUILTIN_REDACTION_RULES } from '../protocol/redaction.js';
 import { disabledCloudStatus, readCloudToken, CloudSync } from './cloud-sync.js';
+import { CloudCursor } from './cloud-cursor.js';
 import { restoreFromCloud } from './cloud-restore.js';
+import { DataDirInUse, lockDataDir } from './data-dir-lock.js';
 import { log, setLogLevel } from './log.js';
 import { resolveMachineId } from './machine-id.js';
 import { RecordBuilder, type FieldCaps, type RedactionSettings } from './record-builder.js';
 import { RpcDispatcher } from './rpc-dispatch.js';
 import { registerMethods, type MethodContext } from './rpc-methods.js';
 import { daemonCommand, resolveSettings, SettingsError, type Settings } from './settings.js';
-import { SocketInUse, SocketServer } from './socket-server.js';
+import { daemonAnswers, SocketInUse, SocketServer } from './socket-server.js';
 import { StoreDamaged, TaskStore } from './store.js';
 import { SubscriptionHub } from './subscriptions.js';
 import { inheritedListenFd, notifySystemd, startWatchdog } from './systemd.js';
@@ -71,6 +73,17 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     throw error;
   }
   setLogLevel(settings.logLevel);
+  const listenFd = inheritedListenFd();
+  if (listenFd === null && (await daemonAnswers(settings.socketPath))) {
+    throw new StartupFailure(`another taskhistoryd is already serving on ${settings.socketPath}; stop it first or pass another --socket`, 1);
+  }
+  mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
+  try {
+    releaseDataDir = lockDataDir(settings.dataDir);
+  } catch (error) {
+    if (error instanceof DataDirInUse) throw new StartupFailure(error.message, 1);
+    throw new StartupFailure(`cannot lock the data dir ${settings.dataDir}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, 1);
+  }
   const machineId = resolveMachineId(settings.machineId, settings.dataDir);
 
   let cloudToken: string | null = null;
@@ -84,10 +97,13 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     throw new StartupFailure('--restore needs --cloud-url and --cloud-token-file', 2);
   }
   let restoreNote: string | null = null;
+  /** Records restored from the cloud are records the cloud holds: trimming need not keep them. */
+  let restoredSeq = 0;
   if (settings.cloudUrl && cloudToken && (settings.restore || dataDirIsEmpty(settings.dataDir, settings.dataFile))) {
     log.info('restoring this machine\'s history from the cloud', { url: settings.cloudUrl, machine_id: machineId });
     const outcome = await restoreFromCloud({ url: settings.cloudUrl, token: cloudToken, machineId, dataDir: settings.dataDir, timeoutMs: settings.restoreTimeoutMs });
     restoreNote = 'skipped' in outcome ? `not restored: ${outcome.skipped}` : `restored ${outcome.restored} records up to seq ${outcome.head.seq}`;
+    if (!('skipped' in outcome)) restoredSeq = outcome.head.seq;
     ('skipped' in outcome ? log.warn : log.info)(restoreNote, { url: settings.cloudUrl });
   }
 
@@ -102,6 +118,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
       builder,
       checkpointIdleMs: settings.checkpointIdleMs,
       checkpointJournalBytes: settings.checkpointJournalBytes,
+      holdUnackedAbove: settings.cloudUrl ? Math.max(restoredSeq, new CloudCursor(settings.dataDir).load()?.seq ?? 0) : null,
     });
   } catch (error) {
     if (error instanceof StoreDamaged) {
@@ -128,7 +145,6 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     tamper,
     cloudStatus: () => (cloud ? { ...cloud.status(), restore: restoreNote } : { ...disabledCloudStatus(), restore: restoreNote }),
   });
-  const listenFd = inheritedListenFd();
   const server = new SocketServer({
     socketPath: settings.socketPath,
     listenFd,
@@ -172,9 +188,9 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     log.info('stopped', { last_seq: store.head.seq });
     process.exit(0);
   };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGHUP', () => {
+  stopHandler = (signal) => void stop(signal);
+  if (signalBeforeReady) stopHandler(signalBeforeReady);
+  reloadHandler = () => {
     try {
       const next = resolveSettings(flags);
       setLogLevel(next.logLevel);
@@ -187,8 +203,20 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     } catch (error) {
       log.error('reload failed; keeping the current settings', { error: (error as Error).message });
     }
-  });
+  };
 }
+
+// Signals are taken from the first instruction on: one that arrives while the daemon starts is
+// acted on as soon as it can stop cleanly, instead of killing it half-started.
+let stopHandler: ((signal: string) => void) | null = null;
+let reloadHandler: (() => void) | null = null;
+let signalBeforeReady: string | null = null;
+let releaseDataDir: (() => void) | null = null;
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => (stopHandler ? stopHandler(signal) : (signalBeforeReady ??= signal)));
+}
+process.on('SIGHUP', () => reloadHandler?.());
+process.on('exit', () => releaseDataDir?.());
 
 const flags = parseFlags(process.argv);
 start(flags).catch((error: unknown) => {

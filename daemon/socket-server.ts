@@ -243,7 +243,14 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
     return; // nothing there
   }
   if (!isSocket) throw new SocketInUse(`${socketPath} exists and is not a socket; move it away or pass another --socket`);
-  const answered = await new Promise<boolean>((resolve) => {
+  if (await daemonAnswers(socketPath)) throw new SocketInUse(`another taskhistoryd is already serving on ${socketPath}; stop it first or pass another --socket`);
+  unlinkSync(socketPath);
+  log.info('removed a stale socket left by a daemon that did not shut down', { socket: socketPath });
+}
+
+/** Whether something accepts connections on the socket (refused or missing: no). */
+export function daemonAnswers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
     const probe = connect(socketPath);
     probe.once('connect', () => {
       probe.destroy();
@@ -251,9 +258,6 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
     });
     probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code !== 'ECONNREFUSED' && error.code !== 'ENOENT'));
   });
-  if (answered) throw new SocketInUse(`another taskhistoryd is already serving on ${socketPath}; stop it first or pass another --socket`);
-  unlinkSync(socketPath);
-  log.info('removed a stale socket left by a daemon that did not shut down', { socket: socketPath });
 }
 
 /** The numeric id of a group name (or a number given as text), from /etc/group. */

@@ -26,6 +26,8 @@ export interface StoreOptions {
   checkpointIdleMs: number;
   /** ...or at once when the journal has grown this much since the last checkpoint. */
   checkpointJournalBytes: number;
+  /** Seq the cloud is known to hold (its cursor); trimming keeps everything above. Null: no cloud. */
+  holdUnackedAbove: number | null;
 }
 
 interface Batch {
@@ -100,7 +102,7 @@ export class TaskStore {
       }
       doc = await file.read();
     } catch (error) {
-      if (error instanceof ChainBreak) throw new StoreDamaged(`${options.dataFile} is damaged: ${error.message}`);
+      if (error instanceof ChainBreak) throw new StoreDamaged(`${options.dataFile} is damaged: ${error.message} (${error.reason})`);
       if (error instanceof JournalDamaged) throw new StoreDamaged(error.message);
       throw error;
     }
@@ -115,16 +117,15 @@ export class TaskStore {
       const where = error.seq === null ? '' : ` at seq ${error.seq}`;
       throw new StoreDamaged(`${options.dataFile} does not verify${where}: ${error.reason} (${error.message})`);
     }
-    const state = ChainState.fromDataFile(base);
-    for (const record of journalRecords) if (record.seq > state.head.seq) state.apply(record);
-
-    const store = new TaskStore(options, state, file, journal);
+    const store = new TaskStore(options, ChainState.fromDataFile(base), file, journal);
+    store.holdAbove = options.holdUnackedAbove;
+    for (const record of journalRecords) if (record.seq > store.state.head.seq) store.applyDurable(record);
+    store.stagedHead = store.head;
     store.checkpointSeq = doc?.head.seq ?? 0;
     if (doc && doc.machine_id !== options.machineId) {
       log.warn('the data file was written under another machine id; new tasks use this one', { file: options.dataFile, file_machine_id: doc.machine_id, machine_id: options.machineId });
     }
-    store.viewChangedSinceCheckpoint = !doc;
-    store.trim();
+    store.viewChangedSinceCheckpoint ||= !doc;
     await store.checkpoint();
     return store;
   }
@@ -150,11 +151,13 @@ export class TaskStore {
   holdUnackedAbove(ackedSeq: number | null): void {
     this.holdAbove = ackedSeq;
     this.trim();
+    this.scheduleCheckpoint();
   }
 
   setMaxTasks(maxTasks: number): void {
     this.maxTasks = maxTasks;
     this.trim();
+    this.scheduleCheckpoint();
   }
 
   // Reads: durable state only.
@@ -255,11 +258,7 @@ export class TaskStore {
   }
 
   private committed(batch: Batch, last: number): void {
-    let trimMayApply = false;
-    for (const record of batch.records) {
-      this.state.apply(record);
-      if (record.type === 'task_completed' || record.type === 'task_created') trimMayApply = true;
-    }
+    for (const record of batch.records) this.applyDurable(record);
     for (const [taskId, staged] of this.stagedTasks) if (staged.lastSeq <= last) this.stagedTasks.delete(taskId);
     this.writing = false;
     if (this.lastStorageError) {
@@ -276,7 +275,6 @@ export class TaskStore {
         log.error('a commit listener failed', { error: String(error) });
       }
     }
-    if (trimMayApply) this.trim();
     this.scheduleCheckpoint();
     this.wakeDrainWaiters();
   }
@@ -301,10 +299,18 @@ export class TaskStore {
     for (const wake of this.drainWaiters.splice(0)) wake();
   }
 
+  /**
+   * Applies a record that is on disk. Trimming follows each record that changes the task count,
+   * so replaying a journal (or a restore) ends in exactly the view the live daemon had.
+   */
+  private applyDurable(record: ChainRecord): void {
+    this.state.apply(record);
+    if (record.type === 'task_created' || record.type === 'task_completed') this.trim();
+  }
+
+  /** Trims to max_tasks; the next checkpoint then writes the smaller file. */
   private trim(): void {
-    if (this.state.trim(this.maxTasks, this.holdAbove).length === 0) return;
-    this.viewChangedSinceCheckpoint = true;
-    this.scheduleCheckpoint();
+    if (this.state.trim(this.maxTasks, this.holdAbove).length) this.viewChangedSinceCheckpoint = true;
   }
 
   // Checkpoints.

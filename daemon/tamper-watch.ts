@@ -1,5 +1,4 @@
 import { readFileSync, renameSync, statSync } from 'node:fs';
-import { basename, dirname } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { sha256Hex } from '../protocol/canonical.js';
 import { ChainBreak, parseDataFile, verifyDataFile } from '../protocol/chain-verify.js';
@@ -24,9 +23,9 @@ export interface TamperEvent {
  * (`task_history.json.tampered-<time>`), a `tamper_detected` record is appended, and the good file
  * is written again. A deleted file is written again the same way.
  *
- * The directory is watched (not the file), so deletion and re-creation are both seen. Events only
- * trigger a trailing, serialized re-read: chokidar's throttling can drop the last event of a burst,
- * and the re-read on `ready` covers changes made before the watcher was up.
+ * Only the file is watched, not its directory, where every journal append would wake the watcher.
+ * Events only trigger a trailing, serialized re-read: chokidar's throttling can drop the last
+ * event of a burst, and the re-read on `ready` covers changes made before the watcher was up.
  */
 export class TamperWatch {
   private watcher: FSWatcher | null = null;
@@ -42,12 +41,10 @@ export class TamperWatch {
   ) {}
 
   start(): void {
-    const dir = dirname(this.dataFile);
-    const name = basename(this.dataFile);
-    this.watcher = watch(dir, { depth: 0, ignoreInitial: true, ignored: (path: string) => path !== dir && basename(path) !== name });
+    this.watcher = watch(this.dataFile, { ignoreInitial: true });
     this.watcher.on('all', () => this.schedule());
     this.watcher.on('ready', () => this.schedule());
-    this.watcher.on('error', (error) => log.warn('file watcher error', { dir, error: String(error) }));
+    this.watcher.on('error', (error) => log.warn('file watcher error', { file: this.dataFile, error: String(error) }));
   }
 
   async stop(): Promise<void> {

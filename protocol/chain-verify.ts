@@ -39,7 +39,11 @@ const HEX64 = /^[0-9a-f]{64}$/;
 /** Whether a record's own content matches its hash and its stored large fields match their digests. */
 export function contentProblem(record: ChainRecord): string | null {
   if (recordHash(record) !== record.hash) return 'hash does not match the record content';
-  if (record.type !== 'step_logged') return null;
+  if (record.type !== 'step_logged') {
+    // The hash leaves these fields out; only step records may carry them.
+    const stray = [...LARGE_FIELDS, 'elided'].find((field) => field in record);
+    return stray ? `a ${record.type} record carries "${stray}"` : null;
+  }
   for (const field of LARGE_FIELDS) {
     if (record.elided?.[field]) continue;
     const text = record[field];
@@ -138,8 +142,15 @@ export function verifyDataFile(doc: DataFile, journal: ChainRecord[] = []): { he
   if (!HEX64.test(anchor.hash) || anchor.seq < 0 || (anchor.seq === 0 && anchor.hash !== GENESIS_HASH)) {
     throw new ChainBreak('bad anchor', anchor.seq + 1, 'the anchor is not a valid chain point');
   }
+  const afterAnchor = records.find((record) => record.seq === anchor.seq + 1);
+  if (anchor.seq > 0 && afterAnchor && afterAnchor.prev_hash !== anchor.hash && contentProblem(afterAnchor) === null) {
+    throw new ChainBreak('bad anchor', anchor.seq + 1, `seq ${anchor.seq + 1} does not follow the anchor (seq ${anchor.seq})`);
+  }
   const walker = new ChainWalker({ ...anchor });
   walkInterleaved(walker, stubs, records);
+  if (walker.head.seq < doc.head.seq) {
+    throw new ChainBreak('missing record', walker.head.seq + 1, `"head" says seq ${doc.head.seq}, the chain ends at seq ${walker.head.seq}`);
+  }
   if (walker.head.seq !== doc.head.seq || walker.head.hash !== doc.head.hash) {
     throw new ChainBreak('changed content', Math.min(walker.head.seq, doc.head.seq) || null, `"head" says seq ${doc.head.seq}, the chain ends at seq ${walker.head.seq}`);
   }
@@ -188,7 +199,8 @@ export function verifyTaskView(doc: DataFile): void {
     const { steps: wantSteps, ...wantTop } = want;
     const { steps: haveSteps, ...haveTop } = have;
     if (!deepEqual(wantTop, haveTop) || !Array.isArray(haveSteps)) {
-      const seq = want.completed_at !== undefined && want.status !== have.status ? completedSeq(doc, want.task_id) : want.seq;
+      const completionDiffers = want.completed_at !== undefined && (want.status !== have.status || want.completed_at !== have.completed_at);
+      const seq = completionDiffers ? completedSeq(doc, want.task_id) : want.seq;
       throw new ChainBreak('changed content', seq, `"tasks[${i}]" (${want.task_id}) differs from its records`);
     }
     for (let j = 0; j < Math.max(wantSteps.length, haveSteps.length); j++) {

@@ -11,6 +11,7 @@ import { canonicalize, sha256Hex } from './canonical.js';
  * record keeps. A field may later be stored shortened or removed: `elided[field]` then says
  * `{state: 'truncated'|'removed', length}` (length of the original in UTF-8 bytes) and verification
  * skips comparing that field with its digest. Without such a marker a stored field must match its digest.
+ * Only `step_logged` records may carry large fields or `elided`; on any other record they are damage.
  */
 export const GENESIS_HASH = '0'.repeat(64);
 

@@ -21,6 +21,8 @@ export interface RedactionRule {
   secretGroup: number;
   /** Object keys whose whole string (or number) value is this rule's secret, e.g. `{"password": "..."}`. */
   secretKey?: RegExp;
+  /** A cheap test that any match needs (a keyword or prefix); texts without it skip the full pattern. */
+  prefilter?: RegExp;
 }
 
 export function redactionMarker(ruleName: string): string {
@@ -47,8 +49,23 @@ const PEM_LABEL = String.raw`(?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?`;
 /** Newline, or a `\n` escape when the key sits inside a JSON or Python string. */
 const PEM_NEWLINE = String.raw`(?:\r?\n|\\(?:r\\)?n)`;
 
+/**
+ * What every match of a built-in rule contains. Most texts (outputs, commands) hold none of these,
+ * and a plain scan for them is far cheaper than the full patterns with their lookbehinds.
+ */
+const PREFILTERS: Record<string, RegExp> = {
+  'private-key': /-----BEGIN /,
+  'aws-access-key-id': /AKIA|ASIA/,
+  'github-token': /gh[pousr]_|github_pat_/,
+  'gitlab-token': /gl(?:pat|dt|rt|ptt|soat)-/,
+  'slack-token': /xox[abposr]-/,
+  'aws-secret-key': /secret[_-]?access[_-]?key/i,
+  'bearer-token': /authorization/i,
+  'password-assignment': /pass|pwd|secret|token|api[_-]?key/i,
+};
+
 function builtin(name: string, description: string, pattern: string, flags: string, secretGroup = 0, secretKey?: RegExp): RedactionRule {
-  return { name, description, source: 'builtin', pattern: new RegExp(pattern, `gd${flags}`), secretGroup, secretKey };
+  return { name, description, source: 'builtin', pattern: new RegExp(pattern, `gd${flags}`), secretGroup, secretKey, prefilter: PREFILTERS[name] };
 }
 
 /** Applied in this order: specific token shapes before the generic `password=` rule, so the marker names the most specific rule. */
@@ -185,6 +202,7 @@ export function redactText(text: string, rules: readonly RedactionRule[]): strin
 }
 
 function redactWithRule(text: string, rule: RedactionRule): string {
+  if (rule.prefilter && !rule.prefilter.test(text)) return text;
   const markers = text.includes('[REDACTED:') ? [...text.matchAll(MARKER)].map((m) => [m.index, m.index + m[0].length]) : [];
   let nextMarker = 0;
   let redacted = '';

@@ -116,7 +116,8 @@ def content_problem(record: Dict[str, Any]) -> Optional[str]:
     if record_hash(record) != record["hash"]:
         return "hash does not match the record content"
     if record["type"] != "step_logged":
-        return None
+        stray = [field for field in LARGE_FIELDS + ("elided",) if field in record]
+        return 'a %s record carries "%s"' % (record["type"], stray[0]) if stray else None
     elided = record.get("elided") or {}
     for field in LARGE_FIELDS:
         if field in elided:
@@ -204,6 +205,12 @@ def walk_checkpoint(doc: Dict[str, Any]) -> Chain:
         else:
             chain.add_record(records.pop(0), ahead)
     head = doc["head"]
+    if chain.seq < head["seq"]:
+        raise ChainBroken(
+            "missing record",
+            chain.seq + 1,
+            '"head" says seq %d, the chain ends at seq %d' % (head["seq"], chain.seq),
+        )
     if (head["seq"], head["hash"]) != (chain.seq, chain.hash):
         raise ChainBroken(
             "changed content",

@@ -1,0 +1,107 @@
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, release } from 'node:os';
+import { dirname } from 'node:path';
+import { PEER_KINDS, type PeerKind } from './peers/store.js';
+
+/**
+ * The results table: one row per measured figure, ours beside every peer with the ratio ours/peer,
+ * and the issue's target with pass or fail where there is one.
+ */
+export interface Target {
+  atLeast?: number;
+  atMost?: number;
+}
+
+export interface Row {
+  scenario: string;
+  metric: string;
+  /** null: could not be measured (the reason is in the notes). */
+  ours: number | null;
+  peers?: Partial<Record<PeerKind, number | null>>;
+  target?: Target;
+}
+
+const PEER_TITLES: Record<PeerKind, string> = {
+  sqlite: 'SQLite WAL FULL',
+  'json-fsync': 'JSON rewrite + fsync',
+  'json-nofsync': 'JSON rewrite, no fsync',
+};
+
+export function passes(value: number, target: Target): boolean {
+  return (target.atLeast === undefined || value >= target.atLeast) && (target.atMost === undefined || value <= target.atMost);
+}
+
+function formatNumber(value: number | null | undefined): string {
+  if (value === null || value === undefined || Number.isNaN(value)) return 'n/a';
+  if (Math.abs(value) >= 100) return Math.round(value).toLocaleString('en-US');
+  if (Math.abs(value) >= 10) return value.toFixed(1);
+  return value.toFixed(value === 0 ? 0 : 2);
+}
+
+function formatRatio(ours: number | null, peer: number | null | undefined): string {
+  if (ours === null || peer === null || peer === undefined || peer === 0 || Number.isNaN(ours) || Number.isNaN(peer)) return 'n/a';
+  const ratio = ours / peer;
+  if (ratio >= 10) return `${ratio.toFixed(0)}x`;
+  return ratio >= 0.1 ? `${ratio.toFixed(2)}x` : `${ratio.toPrecision(2)}x`;
+}
+
+function formatTarget(target: Target | undefined): string {
+  if (!target) return '';
+  if (target.atLeast !== undefined) return `>= ${formatNumber(target.atLeast)}`;
+  return `<= ${formatNumber(target.atMost)}`;
+}
+
+function verdict(ours: number | null, target: Target | undefined): string {
+  if (!target) return '';
+  if (ours === null || Number.isNaN(ours)) return '**not measured**';
+  return passes(ours, target) ? 'pass' : '**FAIL**';
+}
+
+export function renderTable(rows: Row[]): string {
+  const peers = PEER_KINDS.filter((kind) => rows.some((row) => row.peers && kind in row.peers));
+  const header = ['Scenario', 'Metric', 'ours', ...peers.flatMap((kind) => [PEER_TITLES[kind], 'ours/peer']), 'Target', 'Result'];
+  const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
+  for (const row of rows) {
+    const peerCells = peers.flatMap((kind) =>
+      row.peers && kind in row.peers ? [formatNumber(row.peers[kind]), formatRatio(row.ours, row.peers[kind])] : ['', ''],
+    );
+    const cells = [row.scenario, row.metric, formatNumber(row.ours), ...peerCells, formatTarget(row.target), verdict(row.ours, row.target)];
+    lines.push(`| ${cells.join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
+export function environmentLine(startedAt: Date, elapsedS: number): string {
+  const model = cpus()[0]?.model.trim() ?? 'unknown CPU';
+  return (
+    `${availableParallelism()} CPUs (${model}), Node ${process.version}, Linux ${release()}, ` +
+    `${startedAt.toISOString().slice(0, 16).replace('T', ' ')} UTC, whole run ${elapsedS.toFixed(0)} s`
+  );
+}
+
+export function renderReport(rows: Row[], notes: string[], environment: string): string {
+  const missed = rows.filter((row) => row.target && (row.ours === null || !passes(row.ours, row.target)));
+  const summary = rows.some((row) => row.target)
+    ? `Targets: ${rows.filter((row) => row.target).length - missed.length} met, ${missed.length} missed.`
+    : '';
+  return [
+    '# taskhistory benchmark',
+    '',
+    environment,
+    '',
+    renderTable(rows),
+    '',
+    summary,
+    '',
+    ...notes.map((note) => `- ${note}`),
+    '',
+  ].join('\n');
+}
+
+/** Replaces the results file atomically, so an interrupted run never leaves half a table. */
+export function writeResults(file: string, text: string): void {
+  mkdirSync(dirname(file), { recursive: true });
+  const temp = `${file}.${process.pid}.tmp`;
+  writeFileSync(temp, text);
+  renameSync(temp, file);
+}
