@@ -1,9 +1,10 @@
+import { fsyncDirectory } from '../protocol/durable-files.js';
 import { mkdir, open, readdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChainBreak, ChainWalker } from '../protocol/chain-verify.js';
 import { isRecordLike } from '../protocol/data-file.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
-import { log } from './log.js';
+import { log } from '../protocol/log.js';
 import type { CloudStorage } from './storage.js';
 
 /**
@@ -162,11 +163,3 @@ function parseLine(line: string): ChainRecord | null {
   }
 }
 
-async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}

@@ -4,8 +4,8 @@ import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { CLOUD_SYNC_PATH } from '../protocol/cloud-methods.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TASKS } from '../protocol/limits.js';
-import { log } from './log.js';
-import { RpcEndpoint } from './rpc-endpoint.js';
+import { log } from '../protocol/log.js';
+import { RpcDispatcher } from '../protocol/rpc-dispatch.js';
 import type { CloudStorage } from './storage.js';
 import { registerSyncMethods } from './sync-methods.js';
 import { TaskHistoryBuilder } from './task-history-view.js';
@@ -33,7 +33,7 @@ export interface CloudServerOptions {
 export class CloudServer {
   private readonly http: Server;
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: DEFAULT_MAX_MESSAGE_BYTES });
-  private readonly endpoint = new RpcEndpoint<Principal>();
+  private readonly endpoint = new RpcDispatcher<Principal>();
   private readonly alive = new WeakSet<WebSocket>();
   private heartbeat: NodeJS.Timeout | undefined;
 
@@ -87,7 +87,7 @@ export class CloudServer {
     ws.on('error', (error) => log.warn('sync connection error', { error: error.message }));
     ws.on('pong', () => this.alive.add(ws));
     ws.on('message', (data) => {
-      this.endpoint.handle(data.toString(), principal).then(
+      this.endpoint.handleText(data.toString(), principal).then(
         (response) => {
           if (response !== null && ws.readyState === WebSocket.OPEN) ws.send(response);
         },

@@ -3,8 +3,8 @@ import { CloudMethods, type CloudHead } from '../protocol/cloud-methods.js';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import type { ChainPoint, ChainRecord } from '../protocol/records.js';
 import { BatchRefused, newRecordsOf } from './chain-intake.js';
-import { log } from './log.js';
-import type { RpcEndpoint } from './rpc-endpoint.js';
+import { log } from '../protocol/log.js';
+import type { RpcDispatcher } from '../protocol/rpc-dispatch.js';
 import type { CloudStorage } from './storage.js';
 import { pushRefusal, readRefusal, type Principal } from './tokens.js';
 
@@ -13,10 +13,10 @@ const DEFAULT_PULL_LIMIT = 1000;
 const PULL_MAX_BYTES = 8 * 1024 * 1024;
 
 /** The sync protocol's methods (protocol/cloud-methods.ts) on top of a storage backend. */
-export function registerSyncMethods(endpoint: RpcEndpoint<Principal>, storage: CloudStorage): void {
+export function registerSyncMethods(endpoint: RpcDispatcher<Principal>, storage: CloudStorage): void {
   const pushes = new PerMachineQueue();
 
-  endpoint.addMethod(CloudMethods.push, async ({ machine_id, records }, principal) => {
+  endpoint.register(CloudMethods.push, async ({ machine_id, records }, principal) => {
     refuseUnless(pushRefusal(principal, machine_id));
     const bad = records.findIndex((record) => !isRecordLike(record));
     if (bad !== -1) {
@@ -48,12 +48,12 @@ export function registerSyncMethods(endpoint: RpcEndpoint<Principal>, storage: C
     });
   });
 
-  endpoint.addMethod(CloudMethods.head, async ({ machine_id }, principal) => {
+  endpoint.register(CloudMethods.head, async ({ machine_id }, principal) => {
     refuseUnless(readRefusal(principal, machine_id));
     return cloudHead(await storage.head(machine_id));
   });
 
-  endpoint.addMethod(CloudMethods.pull, async ({ machine_id, after_seq, limit }, principal) => {
+  endpoint.register(CloudMethods.pull, async ({ machine_id, after_seq, limit }, principal) => {
     refuseUnless(readRefusal(principal, machine_id));
     const records = await storage.read(machine_id, after_seq, limit ?? DEFAULT_PULL_LIMIT, PULL_MAX_BYTES);
     const head = await storage.head(machine_id);
@@ -61,7 +61,7 @@ export function registerSyncMethods(endpoint: RpcEndpoint<Principal>, storage: C
     return { records, more: lastSeq < head.seq };
   });
 
-  endpoint.addMethod(CloudMethods.machines, async (_params, principal) => {
+  endpoint.register(CloudMethods.machines, async (_params, principal) => {
     const machines = (await storage.machines()).filter(({ machineId }) => readRefusal(principal, machineId) === null);
     return { machines: machines.map(({ machineId, head }) => ({ machine_id: machineId, ...cloudHead(head) })) };
   });

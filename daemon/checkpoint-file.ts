@@ -27,7 +27,7 @@ export class DurableJsonFile implements Adapter<DataFile> {
   async read(): Promise<DataFile | null> {
     let text: string;
     try {
-      text = await readFile(this.path, 'utf8');
+      text = (await readFile(this.path)).toString('utf8');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw error;

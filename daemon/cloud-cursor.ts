@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ChainPoint } from '../protocol/records.js';
-import { log } from './log.js';
+import { log } from '../protocol/log.js';
 
 export const CLOUD_CURSOR_FILE = 'cloud_cursor.json';
 

@@ -1,3 +1,4 @@
+import { fsyncDirectory } from '../protocol/durable-files.js';
 import { readdirSync } from 'node:fs';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -131,13 +132,5 @@ function existingHistory(dataDir: string): string | null {
   return segments.length > 0 ? `journal segments (${segments[0]}...)` : null;
 }
 
-async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

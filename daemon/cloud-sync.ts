@@ -6,7 +6,7 @@ import { CLOUD_BATCH_BYTES, CLOUD_BATCH_RECORDS } from '../protocol/limits.js';
 import type { CloudStatus } from '../protocol/methods.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
 import { CloudCursor } from './cloud-cursor.js';
-import { log } from './log.js';
+import { log } from '../protocol/log.js';
 
 // The daemon's link to the cloud endpoint: the token file, one JSON-RPC connection, and the push loop.
 

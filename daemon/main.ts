@@ -9,10 +9,10 @@ import { disabledCloudStatus, readCloudToken, CloudSync } from './cloud-sync.js'
 import { CloudCursor } from './cloud-cursor.js';
 import { restoreFromCloud } from './cloud-restore.js';
 import { DataDirInUse, lockDataDir } from './data-dir-lock.js';
-import { log, setLogLevel } from './log.js';
+import { log, setLogLevel } from '../protocol/log.js';
 import { resolveMachineId } from './machine-id.js';
 import { RecordBuilder, type FieldCaps, type RedactionSettings } from './record-builder.js';
-import { RpcDispatcher } from './rpc-dispatch.js';
+import { RpcDispatcher } from '../protocol/rpc-dispatch.js';
 import { registerMethods, type MethodContext } from './rpc-methods.js';
 import { daemonCommand, resolveSettings, SettingsError, type Settings } from './settings.js';
 import { daemonAnswers, SocketInUse, SocketServer } from './socket-server.js';
@@ -159,12 +159,12 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     if (error instanceof SocketInUse) throw new StartupFailure(error.message, 1);
     throw new StartupFailure(`cannot listen on ${settings.socketPath}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, 1);
   }
-  tamper.start();
   cloud?.start();
   const stopWatchdog = startWatchdog();
   const head = store.head;
   log.info('ready', { version: VERSION, socket: listenFd === null ? settings.socketPath : `fd ${listenFd}`, data_file: settings.dataFile, machine_id: machineId, last_seq: head.seq, tasks: store.tasks.length, running: store.runningTasks.length, cloud: settings.cloudUrl ?? 'disabled' });
   await notifySystemd('READY=1', `STATUS=serving ${store.tasks.length} tasks, last seq ${head.seq}`, `MAINPID=${process.pid}`);
+  await tamper.start();
 
   let stopping = false;
   const stop = async (signal: string) => {

@@ -3,7 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_CLOUD_RETRY_MAX_MS, DEFAULT_COMMAND_CAP_BYTES, DEFAULT_DESCRIPTION_CAP_BYTES, DEFAULT_FIELD_CAP_BYTES, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TASKS, DEFAULT_PLAN_CAP_BYTES, DEFAULT_RESTORE_TIMEOUT_MS } from '../protocol/limits.js';
 import { dataFilePath, resolveDataDir, resolveSocketPath } from '../protocol/paths.js';
 import { compileUserRules, type RedactionRule } from '../protocol/redaction.js';
-import { parseLogLevel, type LogLevel } from './log.js';
+import { parseLogLevel, type LogLevel } from '../protocol/log.js';
 
 export interface Settings {
   socketPath: string;

@@ -4,7 +4,7 @@ import { connect, createServer as createNetServer, type Server, type Socket } fr
 import { dirname } from 'node:path';
 import WebSocket, { WebSocketServer } from 'ws';
 import { ErrorCodes, ErrorMessages } from '../protocol/errors.js';
-import { log } from './log.js';
+import { log } from '../protocol/log.js';
 
 /** One client, whichever framing it speaks. */
 export interface Connection {

@@ -10,7 +10,7 @@ import { verifyDataFileOnDisk } from '../protocol/verify-files.js';
 import { ChainState } from './chain-state.js';
 import { DurableJsonFile } from './checkpoint-file.js';
 import { Journal, JournalDamaged } from './journal.js';
-import { log } from './log.js';
+import { log } from '../protocol/log.js';
 import { newTaskId, type RecordBuilder } from './record-builder.js';
 
 /** The data on disk cannot be trusted: the daemon must not start (and must not overwrite it). */
@@ -53,7 +53,7 @@ export class TaskStore {
   maxTasks: number;
   checkpointSeq = 0;
   /** Set when trimming makes the file differ from the state at the same head. */
-  private viewChangedSinceCheckpoint = true;
+  private viewChangedSinceCheckpoint = false;
   private readonly state: ChainState;
   private readonly db: Low<DataFile>;
   readonly file: DurableJsonFile;
@@ -119,14 +119,17 @@ export class TaskStore {
     }
     const store = new TaskStore(options, ChainState.fromDataFile(base), file, journal);
     store.holdAbove = options.holdUnackedAbove;
+    store.viewChangedSinceCheckpoint = !doc;
     for (const record of journalRecords) if (record.seq > store.state.head.seq) store.applyDurable(record);
     store.stagedHead = store.head;
     store.checkpointSeq = doc?.head.seq ?? 0;
     if (doc && doc.machine_id !== options.machineId) {
       log.warn('the data file was written under another machine id; new tasks use this one', { file: options.dataFile, file_machine_id: doc.machine_id, machine_id: options.machineId });
     }
-    store.viewChangedSinceCheckpoint ||= !doc;
-    await store.checkpoint();
+    // A missing file is written before serving (the watcher must find one); a replayed journal
+    // is folded into the file soon after, off the start-up path.
+    if (!doc) await store.checkpoint();
+    else if (store.viewChangedSinceCheckpoint || store.state.head.seq !== store.checkpointSeq) store.scheduleCheckpoint();
     return store;
   }
 

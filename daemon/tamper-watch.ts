@@ -1,10 +1,10 @@
 import { readFileSync, renameSync, statSync } from 'node:fs';
-import { watch, type FSWatcher } from 'chokidar';
+import type { FSWatcher } from 'chokidar';
 import { sha256Hex } from '../protocol/canonical.js';
 import { ChainBreak, parseDataFile, verifyDataFile } from '../protocol/chain-verify.js';
 import { evidenceFileName } from '../protocol/data-file.js';
 import type { TamperDetectedRecord } from '../protocol/records.js';
-import { log } from './log.js';
+import { log } from '../protocol/log.js';
 import type { TaskStore } from './store.js';
 
 /** Quiet time after the last event before the file is read: editors write in bursts. */
@@ -40,7 +40,9 @@ export class TamperWatch {
     private readonly dataFile: string,
   ) {}
 
-  start(): void {
+  /** Loads chokidar only now, after the socket serves: it is not on the start-up path. */
+  async start(): Promise<void> {
+    const { watch } = await import('chokidar');
     this.watcher = watch(this.dataFile, { ignoreInitial: true });
     this.watcher.on('all', () => this.schedule());
     this.watcher.on('ready', () => this.schedule());

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /**
  * The canonical serialization that record hashes are computed over: RFC 8785 (JSON Canonicalization
@@ -14,24 +14,23 @@ import { createHash } from 'node:crypto';
  *   exponent form (`1e+21`, `1e-7`) only below 1e-6 or at 1e21 and above. NaN and Infinity cannot occur.
  * - `true`, `false`, arrays in their given order.
  *
- * The SHA-256 of those UTF-8 bytes, in lower-case hex, is a digest.
+ * The SHA-256 of those UTF-8 bytes, in lower-case hex, is a digest. `leaveOut` names top-level
+ * members to skip (a record's unhashed fields), saving a copy of the object.
  */
-export function canonicalize(value: unknown): string {
-  return JSON.stringify(sortedDeep(value));
-}
-
-function sortedDeep(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sortedDeep);
-  if (value === null || typeof value !== 'object') return value;
-  const sorted: Record<string, unknown> = {};
+export function canonicalize(value: unknown, leaveOut?: ReadonlySet<string>): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) return `[${value.map((item) => canonicalize(item)).join(',')}]`;
+  const object = value as Record<string, unknown>;
+  let text = '{';
   // Default sort compares UTF-16 code units, exactly as RFC 8785 asks.
-  for (const key of Object.keys(value).sort()) {
-    const member = (value as Record<string, unknown>)[key];
-    if (member !== undefined) sorted[key] = sortedDeep(member);
+  for (const key of Object.keys(object).sort()) {
+    const member = object[key];
+    if (member === undefined || leaveOut?.has(key)) continue;
+    text += `${text.length > 1 ? ',' : ''}${JSON.stringify(key)}:${canonicalize(member)}`;
   }
-  return sorted;
+  return `${text}}`;
 }
 
 export function sha256Hex(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex');
+  return hash('sha256', text, 'hex');
 }

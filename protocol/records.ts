@@ -95,15 +95,12 @@ export function isTaskRecord(record: ChainRecord): record is TaskRecord {
   return record.type !== 'tamper_detected';
 }
 
-/** The part of a record its hash covers. */
-export function hashedView(record: Omit<ChainRecord, 'hash'> | ChainRecord): Record<string, unknown> {
-  const { hash: _hash, output: _o, error: _e, recovery: _r, elided: _el, ...covered } =
-    record as ChainRecord & StepLoggedRecord;
-  return covered;
-}
+/** The members a record's hash leaves out. */
+const UNHASHED_FIELDS: ReadonlySet<string> = new Set(['hash', ...LARGE_FIELDS, 'elided']);
+const DIGEST_FIELD = { output: 'output_sha256', error: 'error_sha256', recovery: 'recovery_sha256' } as const;
 
 export function recordHash(record: Omit<ChainRecord, 'hash'> | ChainRecord): string {
-  return sha256Hex(canonicalize(hashedView(record)));
+  return sha256Hex(canonicalize(record, UNHASHED_FIELDS));
 }
 
 /** Places a record body after `prev` in the chain: sets seq, prev_hash and the digests, computes hash. */
@@ -112,7 +109,7 @@ export function chainRecord(body: UnchainedRecord, prevSeq: number, prevHash: st
   if (record.type === 'step_logged') {
     for (const field of LARGE_FIELDS) {
       const text = record[field];
-      if (text !== undefined) record[`${field}_sha256`] = sha256Hex(text);
+      if (text !== undefined) record[DIGEST_FIELD[field]] = sha256Hex(text);
     }
   }
   record.hash = recordHash(record);

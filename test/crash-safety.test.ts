@@ -1,3 +1,4 @@
+import { seededRandom } from '../bench/workload.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -20,17 +21,6 @@ const ROUNDS = 20;
 const CLIENTS = 8;
 const SEED = Number(process.env.TASKHISTORY_CRASH_SEED ?? 20240611);
 
-/** mulberry32: a small seeded PRNG, so a failing round can be replayed with the same kill times. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** What a client was told was recorded: the seq it got back and what it had sent. */
 type Ack =

@@ -1,7 +1,7 @@
 import { JSONRPCErrorException, JSONRPCServer, type JSONRPCRequest, type JSONRPCResponse } from 'json-rpc-2.0';
 import type { z } from 'zod';
-import { ErrorCodes, ErrorMessages, RpcError } from '../protocol/errors.js';
-import type { MethodDescriptor } from '../protocol/methods.js';
+import { ErrorCodes, ErrorMessages, RpcError } from './errors.js';
+import type { MethodDescriptor } from './methods.js';
 import { log } from './log.js';
 
 /**

@@ -1,5 +1,5 @@
 /**
- * One line per notable event on stderr, prefixed with its syslog priority (`<3>` error, `<4>`
+ * The daemon's and the cloud endpoint's log: one line per notable event on stderr, prefixed with its syslog priority (`<3>` error, `<4>`
  * warning, `<6>` info, `<7>` debug) so journald files it at the right level. Fields follow as
  * `key=value`. No line per call unless the level is debug.
  */
