@@ -14,12 +14,12 @@ const REMEMBERED_WRITES = 8;
  * lowdb adapter for task_history.json that makes every write atomic and durable: a uniquely named
  * temp file (so no two writers collide), fsync, rename over the target, fsync of the directory.
  * Reads reject an empty, truncated or wrongly shaped file with a ChainBreak('unreadable file').
- * It remembers the SHA-256 of what it wrote, so the watcher can tell its own writes from others'.
+ * It remembers the identity and SHA-256 of what it wrote, so the watcher can tell its own writes from others'.
  */
 export class DurableJsonFile implements Adapter<DataFile> {
   private tempCounter = 0;
   private readonly ownDigests: string[] = [];
-  /** Identity of the file as we last wrote it: a cheap first check before reading it back. */
+  /** Identity of the file as we last wrote or read it: a cheap first check before reading it back. */
   private lastWritten: { ino: number; size: number; mtimeMs: number } | null = null;
 
   constructor(readonly path: string) {}
@@ -32,7 +32,9 @@ export class DurableJsonFile implements Adapter<DataFile> {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw error;
     }
-    this.remember(sha256Hex(text));
+    // Identity by inode, size and mtime: hashing a large file here would slow every start.
+    const { ino, size, mtimeMs } = await stat(this.path);
+    this.lastWritten = { ino, size, mtimeMs };
     return parseDataFile(text);
   }
 
