@@ -4,21 +4,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TaskHistoryClient } from '../client/sdk.js';
 import { journalSegmentName } from '../protocol/data-file.js';
-import { CLI_BIN, CLOUD_BIN, startDaemon, type Daemon } from './daemon-harness.js';
+import { CLI_BIN, CLOUD_BIN, runCli, startDaemon, type CliRun, type Daemon } from './daemon-harness.js';
 import { spawnTracked, tempDir, waitFor } from './processes.js';
 
-interface CliRun {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the real CLI binary to its end ('close', so all its output is in). */
-async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
-  const child = spawnTracked(process.execPath, [CLI_BIN, ...args], { env: { ...process.env, ...env } });
-  const code = await new Promise<number | null>((resolve) => child.proc.once('close', (exitCode) => resolve(exitCode)));
-  return { code, stdout: child.stdout(), stderr: child.stderr() };
-}
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli(args, { env });
 
 /** A local TCP port nothing listens on: one the kernel just handed out and took back. */
 function closedPort(): Promise<number> {

@@ -1,6 +1,6 @@
-import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import WebSocket from 'ws';
+import { daemonAnswers } from '../daemon/socket-server.js';
 import { socketUrl } from '../protocol/paths.js';
 import { spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
 
@@ -56,7 +56,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     void child.exited.then(() => (exitedEarly = true));
     await waitFor(async () => {
       if (exitedEarly) throw new Error(`daemon exited during start-up:\n${child.stderr()}`);
-      return socketAnswers(socketPath);
+      return daemonAnswers(socketPath);
     }, 15_000, `daemon socket ${socketPath}`);
   }
   return daemon;
@@ -67,15 +67,24 @@ export function environmentWithoutSettings(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('TASKHISTORY_')));
 }
 
-export function socketAnswers(socketPath: string): Promise<boolean> {
-  return new Promise((resolvePromise) => {
-    const socket = connect(socketPath);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolvePromise(true);
-    });
-    socket.once('error', () => resolvePromise(false));
+export { daemonAnswers as socketAnswers } from '../daemon/socket-server.js';
+
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real CLI binary to its end ('close', so all its output is in), optionally feeding stdin. */
+export async function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; stdin?: string } = {}): Promise<CliRun> {
+  const { env, stdin } = options;
+  const child = spawnTracked(process.execPath, [CLI_BIN, ...args], {
+    env: { ...process.env, ...env },
+    stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
+  if (stdin !== undefined) child.proc.stdin?.end(stdin);
+  const code = await new Promise<number | null>((resolve) => child.proc.once('close', (exitCode) => resolve(exitCode)));
+  return { code, stdout: child.stdout(), stderr: child.stderr() };
 }
 
 /** A bare WebSocket to the daemon, for tests of the wire itself. */

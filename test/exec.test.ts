@@ -4,22 +4,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TaskHistoryClient } from '../client/sdk.js';
 import { DEFAULT_FIELD_CAP_BYTES } from '../protocol/limits.js';
 import type { TaskView } from '../protocol/task-view.js';
-import { CLI_BIN, startDaemon, type Daemon } from './daemon-harness.js';
-import { spawnTracked, tempDir } from './processes.js';
+import { runCli, startDaemon, type Daemon, type CliRun } from './daemon-harness.js';
+import { tempDir } from './processes.js';
 
-interface CliRun {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the real CLI binary to its end ('close', so all its output is in), optionally feeding stdin. */
-async function cli(args: string[], stdin?: string): Promise<CliRun> {
-  const child = spawnTracked(process.execPath, [CLI_BIN, ...args], { stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-  if (stdin !== undefined) child.proc.stdin?.end(stdin);
-  const code = await new Promise<number | null>((resolve) => child.proc.once('close', (exitCode) => resolve(exitCode)));
-  return { code, stdout: child.stdout(), stderr: child.stderr() };
-}
+const cli = (args: string[], stdin?: string) => runCli(args, { stdin });
 
 describe('taskhistory exec against the real daemon', () => {
   let daemon: Daemon;
