@@ -23,10 +23,25 @@ function method<R>() {
 const taskId = z.string().min(1).max(200);
 const noParams = z.strictObject({});
 
+/** Deeper plans are refused: every layer below costs a stack frame in redaction and hashing. */
+export const MAX_PLAN_DEPTH = 64;
+
+/** Whether a JSON value nests at most `max` arrays/objects deep (iterative: no stack to overflow). */
+function nestsWithin(value: unknown, max: number): boolean {
+  const pending: [unknown, number][] = [[value, 1]];
+  while (pending.length) {
+    const [item, depth] = pending.pop() as [unknown, number];
+    if (item === null || typeof item !== 'object') continue;
+    if (depth > max) return false;
+    for (const member of Object.values(item)) pending.push([member, depth + 1]);
+  }
+  return true;
+}
+
 export const CreateTaskParams = z.strictObject({
   description: z.string().min(1, 'must be a non-empty string'),
   mode: z.enum(TASK_MODES),
-  steps: z.array(z.unknown()),
+  steps: z.array(z.unknown()).refine((steps) => nestsWithin(steps, MAX_PLAN_DEPTH), `must not nest deeper than ${MAX_PLAN_DEPTH} levels`),
   agent: z.string().max(200).optional(),
 });
 

@@ -205,11 +205,11 @@ describe('JSON-RPC 2.0 conformance (WebSocket)', () => {
       }
     });
 
-    it('a method that fails internally answers -32603 without its message or stack', async () => {
-      // The plan is redacted recursively: nesting this deep overflows the stack inside the daemon.
+    it('a plan nested too deep for the daemon is refused as invalid params, and the daemon stays up', async () => {
       const deepPlan = `${'['.repeat(50_000)}${']'.repeat(50_000)}`;
       const answer = await exchange(`{"jsonrpc":"2.0","id":"deep","method":"create_task","params":{"description":"d","mode":"autonomous","steps":[${deepPlan}]}}`);
-      expect(answer).toEqual({ jsonrpc: '2.0', id: 'deep', error: { code: ErrorCodes.InternalError, message: 'Internal error' } });
+      expect(answer.error.code).toBe(ErrorCodes.InvalidParams);
+      expect(answer.error.data.issues).toEqual([{ field: 'steps', message: 'must not nest deeper than 64 levels' }]);
       expect((await socket.call('status')).machine_id).toBe('test-machine');
     });
   });
