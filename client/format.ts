@@ -165,7 +165,7 @@ export function tailEntriesFromTask(task: TaskView): TailEntry[] {
     });
   }
   if (task.completed_at !== undefined) {
-    entries.push({ seq: null, ts: task.completed_at, type: 'task_completed', task_id: task.task_id, status: task.status });
+    entries.push({ seq: task.completed_seq ?? null, ts: task.completed_at, type: 'task_completed', task_id: task.task_id, status: task.status });
   }
   return entries;
 }

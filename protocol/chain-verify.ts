@@ -199,7 +199,9 @@ export function verifyTaskView(doc: DataFile): void {
     const { steps: wantSteps, ...wantTop } = want;
     const { steps: haveSteps, ...haveTop } = have;
     if (!deepEqual(wantTop, haveTop) || !Array.isArray(haveSteps)) {
-      const completionDiffers = want.completed_at !== undefined && (want.status !== have.status || want.completed_at !== have.completed_at);
+      const completionDiffers =
+        want.completed_at !== undefined &&
+        (want.status !== have.status || want.completed_at !== have.completed_at || want.completed_seq !== have.completed_seq);
       const seq = completionDiffers ? completedSeq(doc, want.task_id) : want.seq;
       throw new ChainBreak('changed content', seq, `"tasks[${i}]" (${want.task_id}) differs from its records`);
     }

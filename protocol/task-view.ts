@@ -31,6 +31,8 @@ export interface TaskView {
   plan: unknown[];
   seq: number;
   completed_at?: number;
+  /** Seq of the completing record. */
+  completed_seq?: number;
 }
 
 /** The top level of task_history.json and the result of `to_dict`: the original's shape. */
@@ -82,6 +84,7 @@ export function applyRecordToTasks(tasks: Map<string, TaskView>, record: ChainRe
       if (!task) return undefined;
       task.status = record.final_status;
       task.completed_at = record.ts;
+      task.completed_seq = record.seq;
       return task;
     }
     default:

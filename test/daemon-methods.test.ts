@@ -205,7 +205,8 @@ describe('daemon methods', () => {
       const { seq } = await rpc.call('complete_task', { task_id: taskId, final_status: 'aborted' });
       expect(seq).toBe(await lastSeq());
       const task = await rpc.call('get_task', { task_id: taskId });
-      expect(sortedKeys(task)).toEqual([...TASK_KEYS, 'completed_at'].sort());
+      expect(sortedKeys(task)).toEqual([...TASK_KEYS, 'completed_at', 'completed_seq'].sort());
+      expect(task.completed_seq).toBe(seq);
       expect(task.status).toBe('aborted');
       expect(task.completed_at).toBeGreaterThanOrEqual(task.timestamp);
       expect(task.completed_at).toBeGreaterThan(before - 1);

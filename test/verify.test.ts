@@ -114,7 +114,7 @@ function seqBehind(doc: DataFile, site: Site): number | null {
   if (top !== 'tasks' || typeof index !== 'number' || key === undefined) return null;
   const task = doc.tasks[index];
   if (key === 'steps' && typeof stepIndex === 'number') return task.steps[stepIndex].seq;
-  if ((key === 'status' || key === 'completed_at') && task.status !== 'running') {
+  if ((key === 'status' || key === 'completed_at' || key === 'completed_seq') && task.status !== 'running') {
     const completion = doc.chain.records.find((r) => r.type === 'task_completed' && r.task_id === task.task_id);
     return completion?.seq ?? null;
   }

@@ -259,6 +259,7 @@ def tasks_from_records(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         elif kind == "task_completed" and record["task_id"] in tasks:
             tasks[record["task_id"]]["status"] = record["final_status"]
             tasks[record["task_id"]]["completed_at"] = record["ts"]
+            tasks[record["task_id"]]["completed_seq"] = record["seq"]
     return list(tasks.values())
 
 
@@ -296,7 +297,7 @@ def check_task_view(doc: Dict[str, Any]) -> None:
 
 def task_field_seq(doc: Dict[str, Any], want: Dict[str, Any], have: Any) -> Optional[int]:
     """The record behind the differing task field: the completion for status/completed_at."""
-    if isinstance(have, dict) and all(same_json(want.get(key), have.get(key)) for key in want if key not in ("status", "completed_at")):
+    if isinstance(have, dict) and all(same_json(want.get(key), have.get(key)) for key in want if key not in ("status", "completed_at", "completed_seq")):
         for record in doc["chain"]["records"]:
             if record["type"] == "task_completed" and record["task_id"] == want["task_id"]:
                 return record["seq"]
