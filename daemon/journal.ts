@@ -40,14 +40,15 @@ export class Journal {
     let droppedTailBytes = 0;
     names.forEach((name, index) => {
       const path = join(this.dir, name);
-      const text = readFileSync(path, 'utf8');
+      const bytes = readFileSync(path);
+      const text = bytes.toString('utf8');
       const parsed = parseJournal(text);
       const isLast = index === names.length - 1;
       if (parsed.damagedLine !== undefined || (parsed.tornTail && !isLast)) {
         throw new JournalDamaged(`journal segment ${path} is damaged at line ${parsed.damagedLine ?? parsed.records.length + 1}`);
       }
       if (parsed.tornTail) {
-        droppedTailBytes = Buffer.byteLength(text) - parsed.validBytes;
+        droppedTailBytes = bytes.length - parsed.validBytes;
         truncateSync(path, parsed.validBytes);
       }
       records.push(...parsed.records);
@@ -57,7 +58,7 @@ export class Journal {
     const last = this.segments.at(-1);
     if (last) {
       this.fd = openSync(join(this.dir, last.name), 'r+');
-      this.offset = readFileSync(join(this.dir, last.name)).length;
+      this.offset = fstatSync(this.fd).size;
       this.bytesSinceCheckpoint = this.offset;
     }
     return { records, segments: [...this.segments], droppedTailBytes };

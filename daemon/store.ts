@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { Low } from 'lowdb';
 import { ChainBreak, verifyDataFile } from '../protocol/chain-verify.js';
-import type { DataFile } from '../protocol/data-file.js';
+import { journalLine, type DataFile } from '../protocol/data-file.js';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import type { CompleteTaskInput, CreateTaskInput, LogStepInput } from '../protocol/methods.js';
 import { chainRecord, type ChainPoint, type ChainRecord, type UnchainedRecord } from '../protocol/records.js';
@@ -236,7 +236,7 @@ export class TaskStore {
       if (!this.writing) setImmediate(() => this.flush());
     }
     batch.records.push(record);
-    batch.text += `${JSON.stringify(record)}\n`;
+    batch.text += journalLine(record);
     return new Promise((resolve, reject) => batch.waiters.push({ resolve: () => resolve(record.seq), reject }));
   }
 

@@ -45,10 +45,6 @@ export function sortedJournalSegments(names: string[]): string[] {
   return names.filter(isJournalSegmentName).sort();
 }
 
-export function journalDirFor(dataFile: string): string {
-  return dirname(dataFile);
-}
-
 export function evidenceFileName(dataFile: string, at: Date): string {
   return join(dirname(dataFile), `${basename(dataFile)}.tampered-${at.toISOString().replace(/[:.]/g, '-')}`);
 }

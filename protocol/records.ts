@@ -85,15 +85,10 @@ export interface TamperDetectedRecord extends RecordHeader {
 
 export type ChainRecord = TaskCreatedRecord | StepLoggedRecord | TaskCompletedRecord | TamperDetectedRecord;
 export type RecordType = ChainRecord['type'];
-export type TaskRecord = TaskCreatedRecord | StepLoggedRecord | TaskCompletedRecord;
 
 /** A record body before it is placed in the chain. */
 export type UnchainedRecord = DistributiveOmit<ChainRecord, 'seq' | 'prev_hash' | 'hash'>;
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
-
-export function isTaskRecord(record: ChainRecord): record is TaskRecord {
-  return record.type !== 'tamper_detected';
-}
 
 /** The members a record's hash leaves out. */
 const UNHASHED_FIELDS: ReadonlySet<string> = new Set(['hash', ...LARGE_FIELDS, 'elided']);
