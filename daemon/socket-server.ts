@@ -55,7 +55,8 @@ export class SocketServer {
       this.wss.handleUpgrade(request, socket, head, (ws) => this.serveWebSocket(ws));
     });
     this.http.on('clientError', (_error, socket: Socket) => socket.destroy());
-    this.server = createNetServer((socket) => this.sniff(socket));
+    // Half-open: a line client may shut down its sending side and still read every answer.
+    this.server = createNetServer({ allowHalfOpen: true }, (socket) => this.sniff(socket));
   }
 
   async listen(): Promise<void> {
@@ -125,8 +126,8 @@ export class SocketServer {
     });
   }
 
-  private dispatch(text: string, connection: Connection): void {
-    this.options.onMessage(text, connection).then(
+  private dispatch(text: string, connection: Connection): Promise<void> {
+    return this.options.onMessage(text, connection).then(
       (answer) => {
         if (answer !== null) connection.send(answer);
       },
@@ -179,11 +180,29 @@ export class SocketServer {
       this.lineSockets.delete(socket);
       closeListeners.forEach((listener) => listener());
     });
-    const reader = new LineReader(this.options.maxMessageBytes, (line) => this.dispatch(line, connection), () =>
+    // After the client's end, answer what is in flight, then end our side too.
+    let inFlight = 0;
+    let clientEnded = false;
+    const endWhenAnswered = () => {
+      if (clientEnded && inFlight === 0) socket.end();
+    };
+    const onLine = (line: string) => {
+      inFlight++;
+      void this.dispatch(line, connection).finally(() => {
+        inFlight--;
+        endWhenAnswered();
+      });
+    };
+    const reader = new LineReader(this.options.maxMessageBytes, onLine, () =>
       connection.send(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: ErrorCodes.PayloadTooLarge, message: ErrorMessages[ErrorCodes.PayloadTooLarge], data: { limit: this.options.maxMessageBytes } } })),
     );
     reader.push(first);
     socket.on('data', (chunk: Buffer) => reader.push(chunk));
+    socket.once('end', () => {
+      reader.push(Buffer.from('\n')); // a last line without its newline still counts
+      clientEnded = true;
+      endWhenAnswered();
+    });
   }
 }
 

@@ -217,4 +217,20 @@ describe('newline-delimited JSON-RPC', () => {
     expect(run.stdout.trim().split('\n')).toHaveLength(1);
     expect(JSON.parse(run.stdout)).toMatchObject({ jsonrpc: '2.0', id: 1, result: { machine_id: 'test-machine' } });
   });
+
+  it('answers a client that half-closes right after writing: durable writes too, and a last line without its newline', async () => {
+    const socket = connect(daemon.socketPath);
+    let received = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (received += chunk));
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.end(
+      '{"jsonrpc":"2.0","id":"a","method":"create_task","params":{"description":"half-closed","mode":"autonomous","steps":[]}}\n' +
+        '{"jsonrpc":"2.0","id":"b","method":"status"}',
+    );
+    await new Promise((resolve) => socket.once('close', resolve));
+    const answers = received.trim().split('\n').map((line) => JSON.parse(line));
+    expect(answers.map((answer) => answer.id).sort()).toEqual(['a', 'b']);
+    expect(answers.find((answer) => answer.id === 'a').result.task_id).toMatch(/^task_\d+_[0-9a-f]{6}$/);
+  });
 });
