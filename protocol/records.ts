@@ -98,9 +98,14 @@ export function recordHash(record: Omit<ChainRecord, 'hash'> | ChainRecord): str
   return sha256Hex(canonicalize(record, UNHASHED_FIELDS));
 }
 
-/** Places a record body after `prev` in the chain: sets seq, prev_hash and the digests, computes hash. */
+/**
+ * Places a record body after `prev` in the chain: sets seq, prev_hash and the digests, computes
+ * hash. The body becomes the record (no copy: this runs once per logged step).
+ */
 export function chainRecord(body: UnchainedRecord, prevSeq: number, prevHash: string): ChainRecord {
-  const record = { ...body, seq: prevSeq + 1, prev_hash: prevHash } as ChainRecord;
+  const record = body as ChainRecord;
+  record.seq = prevSeq + 1;
+  record.prev_hash = prevHash;
   if (record.type === 'step_logged') {
     for (const field of LARGE_FIELDS) {
       const text = record[field];
