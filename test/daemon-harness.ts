@@ -1,5 +1,6 @@
 import { join, resolve } from 'node:path';
 import WebSocket from 'ws';
+import { afterAll, beforeAll } from 'vitest';
 import { daemonAnswers } from '../daemon/socket-server.js';
 import { socketUrl } from '../protocol/paths.js';
 import { spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
@@ -169,4 +170,15 @@ export class RawSocket {
   close(): void {
     this.ws.close();
   }
+}
+
+/** A daemon and one WebSocket to it, for a whole describe block; the socket is closed after it. */
+export function daemonWithSocket(options: DaemonOptions = {}): { daemon: Daemon; socket: RawSocket } {
+  const suite = {} as { daemon: Daemon; socket: RawSocket };
+  beforeAll(async () => {
+    suite.daemon = await startDaemon(options);
+    suite.socket = await openRawSocket(suite.daemon.socketPath);
+  });
+  afterAll(() => suite.socket?.close());
+  return suite;
 }

@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { seededRandom } from '../bench/workload.js';
-import { openRawSocket, startDaemon, type Daemon, type RawSocket } from './daemon-harness.js';
+import { daemonWithSocket } from './daemon-harness.js';
 
 /** Values of every JSON type and some edge cases, for params that expect something else. */
 const ODD_VALUES: unknown[] = [null, true, false, 0, -1, 1.5, 1e308, -0, '', 'x', 'task_0_000000', [], [1, 'a'], {}, { a: { b: [null] } }, 'é\u0000\u2028', '🦀'.repeat(100)];
@@ -22,15 +22,10 @@ function oddMessage(random: () => number, taskId: string): string {
 }
 
 describe('bad input never takes the daemon down or changes the log', () => {
-  let daemon: Daemon;
-  let socket: RawSocket;
-  beforeAll(async () => {
-    daemon = await startDaemon();
-    socket = await openRawSocket(daemon.socketPath);
-  });
-  afterAll(() => socket?.close());
+  const suite = daemonWithSocket();
 
   it('answers 2,000 seeded malformed or mistyped messages on both framings with well-formed JSON-RPC, records nothing, and the chain still verifies', async () => {
+    const { daemon, socket } = suite;
     const random = seededRandom(7);
     const { task_id } = await socket.call('create_task', { description: 'fuzz target', mode: 'autonomous', steps: [] });
     const lines = connect(daemon.socketPath);

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { canonicalize } from '../protocol/canonical.js';
 import { ErrorCodes } from '../protocol/errors.js';
-import { openRawSocket, startDaemon, type Daemon, type RawSocket } from './daemon-harness.js';
+import { daemonWithSocket, openRawSocket, startDaemon } from './daemon-harness.js';
 import { waitFor } from './processes.js';
 
 /**
@@ -21,27 +21,20 @@ function sortedByJson(responses: unknown[]): unknown[] {
 }
 
 describe('JSON-RPC 2.0 conformance (WebSocket)', () => {
-  let daemon: Daemon;
-  let socket: RawSocket;
-
-  beforeAll(async () => {
-    daemon = await startDaemon();
-    socket = await openRawSocket(daemon.socketPath);
-  });
-  afterAll(() => socket?.close());
+  const suite = daemonWithSocket();
 
   /** Sends raw text and waits for the next message. */
   async function exchange(text: string): Promise<any> {
-    socket.send(text);
-    return socket.next();
+    suite.socket.send(text);
+    return suite.socket.next();
   }
 
   /** Sends raw text that must get no answer: a request sent after it is answered first, and nothing else arrives. */
   async function expectNoAnswer(text: string): Promise<void> {
-    socket.send(text);
+    suite.socket.send(text);
     const probe = await exchange('{"jsonrpc":"2.0","method":"status","id":"probe"}');
     expect(probe.id).toBe('probe');
-    expect(await socket.silentFor(300)).toBe(true);
+    expect(await suite.socket.silentFor(300)).toBe(true);
   }
 
   describe('the specification examples, literally', () => {
@@ -133,11 +126,11 @@ describe('JSON-RPC 2.0 conformance (WebSocket)', () => {
     });
 
     it('a notification of a real method is executed but not answered', async () => {
-      const before = (await socket.call('to_dict')).count;
+      const before = (await suite.socket.call('to_dict')).count;
       await expectNoAnswer('{"jsonrpc": "2.0", "method": "create_task", "params": {"description": "from a notification", "mode": "autonomous", "steps": []}}');
       // A notification is not acknowledged, so its commit may land after later answers.
       const after = await waitFor(async () => {
-        const dict = await socket.call('to_dict');
+        const dict = await suite.socket.call('to_dict');
         return dict.count > before && dict;
       }, 10_000, 'the notified task');
       expect(after.count).toBe(before + 1);
@@ -145,7 +138,7 @@ describe('JSON-RPC 2.0 conformance (WebSocket)', () => {
     });
 
     it('a mixed batch of daemon methods: results and errors, each under its id', async () => {
-      const created = await socket.call('create_task', { description: 'batch target', mode: 'autonomous', steps: ['a'] });
+      const created = await suite.socket.call('create_task', { description: 'batch target', mode: 'autonomous', steps: ['a'] });
       const text = JSON.stringify([
         { jsonrpc: '2.0', method: 'get_task', params: { task_id: created.task_id }, id: 'task' },
         { jsonrpc: '2.0', method: 'status' },
@@ -210,7 +203,7 @@ describe('JSON-RPC 2.0 conformance (WebSocket)', () => {
       const answer = await exchange(`{"jsonrpc":"2.0","id":"deep","method":"create_task","params":{"description":"d","mode":"autonomous","steps":[${deepPlan}]}}`);
       expect(answer.error.code).toBe(ErrorCodes.InvalidParams);
       expect(answer.error.data.issues).toEqual([{ field: 'steps', message: 'must not nest deeper than 64 levels' }]);
-      expect((await socket.call('status')).machine_id).toBe('test-machine');
+      expect((await suite.socket.call('status')).machine_id).toBe('test-machine');
     });
   });
 });
