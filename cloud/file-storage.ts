@@ -1,8 +1,8 @@
-import { fsyncDirectory } from '../protocol/durable-files.js';
 import { mkdir, open, readdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChainBreak, ChainWalker } from '../protocol/chain-verify.js';
-import { isRecordLike } from '../protocol/data-file.js';
+import { isRecordLike, journalLine } from '../protocol/data-file.js';
+import { fsyncDirectory } from '../protocol/durable-files.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
 import { log } from '../protocol/log.js';
 import type { CloudStorage } from './storage.js';
@@ -61,7 +61,7 @@ export class FileStorage implements CloudStorage {
   async append(machineId: string, records: ChainRecord[]): Promise<ChainPoint> {
     const machineLog = this.logs.get(machineId) ?? (await this.create(machineId));
     if (records.length === 0) return machineLog.head;
-    const lines = records.map((record) => Buffer.from(`${JSON.stringify(record)}\n`, 'utf8'));
+    const lines = records.map((record) => Buffer.from(journalLine(record), 'utf8'));
     const bytes = Buffer.concat(lines);
     try {
       for (let written = 0; written < bytes.length; ) {

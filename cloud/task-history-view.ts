@@ -1,10 +1,9 @@
 import type { ChainRecord } from '../protocol/records.js';
-import { applyRecordToTasks, type TaskHistoryDict, type TaskView } from '../protocol/task-view.js';
+import { applyRecordToTasks, tasksToTrim, type TaskHistoryDict, type TaskView } from '../protocol/task-view.js';
 
 /**
- * Builds a machine's `to_dict` view from its full record history, trimming to `maxTasks` as the
- * daemon does while it runs: after every record, while there are more than `maxTasks` tasks, the
- * oldest finished task is dropped; running tasks are never dropped.
+ * Builds a machine's `to_dict` view from its full record history, trimming to `maxTasks` after
+ * every record by the daemon's own rule (tasksToTrim).
  */
 export class TaskHistoryBuilder {
   private readonly tasks = new Map<string, TaskView>();
@@ -13,18 +12,11 @@ export class TaskHistoryBuilder {
 
   add(record: ChainRecord): void {
     applyRecordToTasks(this.tasks, record);
-    if (this.tasks.size > this.maxTasks) this.trim();
+    for (const task of tasksToTrim(this.tasks, this.maxTasks)) this.tasks.delete(task.task_id);
   }
 
   result(): TaskHistoryDict {
     const tasks = [...this.tasks.values()];
     return { tasks, count: tasks.length, max_tasks: this.maxTasks };
-  }
-
-  private trim(): void {
-    for (const [taskId, task] of this.tasks) {
-      if (this.tasks.size <= this.maxTasks) return;
-      if (task.status !== 'running') this.tasks.delete(taskId);
-    }
   }
 }

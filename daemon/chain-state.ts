@@ -1,6 +1,6 @@
 import { DATA_FILE_FORMAT, type DataFile } from '../protocol/data-file.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord, type RecordStub } from '../protocol/records.js';
-import { applyRecordToTasks, type TaskView } from '../protocol/task-view.js';
+import { applyRecordToTasks, tasksToTrim, type TaskView } from '../protocol/task-view.js';
 
 type ChainItem = ChainRecord | RecordStub;
 const isStub = (item: ChainItem): item is RecordStub => Array.isArray(item);
@@ -82,25 +82,19 @@ export class ChainState {
    * Dropped records become stubs; leading stubs fold into the anchor.
    */
   trim(maxTasks: number, holdAbove: number | null): string[] {
-    let excess = this.tasks.size - maxTasks;
-    const dropped: string[] = [];
-    if (excess <= 0) return dropped;
-    for (const task of this.tasks.values()) {
-      if (excess <= 0) break;
-      if (task.status === 'running') continue;
-      const seqs = this.taskSeqs.get(task.task_id) as number[];
-      if (holdAbove !== null && seqs[seqs.length - 1] > holdAbove) continue;
-      for (const seq of seqs) {
+    if (this.tasks.size <= maxTasks) return [];
+    const lastSeqOf = (task: TaskView) => (this.taskSeqs.get(task.task_id) as number[]).at(-1) as number;
+    const dropped = tasksToTrim(this.tasks, maxTasks, (task) => holdAbove !== null && lastSeqOf(task) > holdAbove);
+    for (const task of dropped) {
+      for (const seq of this.taskSeqs.get(task.task_id) as number[]) {
         const record = this.items[this.indexOf(seq)] as ChainRecord;
         this.items[this.indexOf(seq)] = [seq, record.hash];
       }
       this.tasks.delete(task.task_id);
       this.taskSeqs.delete(task.task_id);
-      dropped.push(task.task_id);
-      excess--;
     }
     this.foldLeadingItems(holdAbove);
-    return dropped;
+    return dropped.map((task) => task.task_id);
   }
 
   /** Moves the anchor past leading stubs, and past daemon records older than every kept task. */

@@ -1,11 +1,10 @@
 import type { Stats } from 'node:fs';
-import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { readFile, stat } from 'node:fs/promises';
 import type { Adapter } from 'lowdb';
 import { sha256Hex } from '../protocol/canonical.js';
 import { parseDataFile } from '../protocol/chain-verify.js';
 import type { DataFile } from '../protocol/data-file.js';
-import { syncDirectory } from './journal.js';
+import { writeFileDurably } from '../protocol/durable-files.js';
 
 /** How many of our own recent writes to remember, to tell them from foreign edits. */
 const REMEMBERED_WRITES = 8;
@@ -17,7 +16,6 @@ const REMEMBERED_WRITES = 8;
  * It remembers the identity and SHA-256 of what it wrote, so the watcher can tell its own writes from others'.
  */
 export class DurableJsonFile implements Adapter<DataFile> {
-  private tempCounter = 0;
   private readonly ownDigests: string[] = [];
   /** Identity of the file as we last wrote or read it: a cheap first check before reading it back. */
   private lastWritten: { ino: number; size: number; mtimeMs: number } | null = null;
@@ -40,25 +38,9 @@ export class DurableJsonFile implements Adapter<DataFile> {
 
   async write(data: DataFile): Promise<void> {
     const text = JSON.stringify(data);
-    const temp = join(dirname(this.path), `.${basename(this.path)}.${process.pid}.${++this.tempCounter}.tmp`);
-    const handle = await open(temp, 'wx', 0o600);
-    try {
-      await handle.writeFile(text, 'utf8');
-      await handle.sync();
-    } catch (error) {
-      await handle.close();
-      await unlink(temp).catch(() => undefined);
-      throw error;
-    }
-    await handle.close();
+    // Known before it lands, so the watcher's event for the rename already finds it ours.
     this.remember(sha256Hex(text));
-    try {
-      await rename(temp, this.path);
-    } catch (error) {
-      await unlink(temp).catch(() => undefined);
-      throw error;
-    }
-    syncDirectory(dirname(this.path));
+    await writeFileDurably(this.path, text);
     const { ino, size, mtimeMs } = await stat(this.path);
     this.lastWritten = { ino, size, mtimeMs };
   }
@@ -69,7 +51,7 @@ export class DurableJsonFile implements Adapter<DataFile> {
     return !!last && current.ino === last.ino && current.size === last.size && current.mtimeMs === last.mtimeMs;
   }
 
-  /** Whether this content is one the daemon itself wrote (or loaded) recently. */
+  /** Whether this content is one the daemon itself wrote recently. */
   isOwn(text: string): boolean {
     return this.ownDigests.includes(sha256Hex(text));
   }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
+import { writeFileDurably } from '../protocol/durable-files.js';
 import type { ChainPoint } from '../protocol/records.js';
 import { log } from '../protocol/log.js';
 
@@ -64,29 +64,5 @@ export class CloudCursor {
       }
     }
     this.writing = null;
-  }
-}
-
-/** Temp file, fsync, rename over the target, fsync the directory: the target is the old or the new content, never partial. */
-async function writeFileDurably(path: string, content: string): Promise<void> {
-  const temp = `${path}.${process.pid}.tmp`;
-  const handle = await open(temp, 'w', 0o600);
-  try {
-    await handle.writeFile(content, 'utf8');
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await rename(temp, path);
-  } catch (error) {
-    await unlink(temp).catch(() => undefined);
-    throw error;
-  }
-  const dir = await open(dirname(path), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
   }
 }

@@ -1,10 +1,10 @@
-import { fsyncDirectory } from '../protocol/durable-files.js';
 import { readdirSync } from 'node:fs';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChainBreak, ChainWalker } from '../protocol/chain-verify.js';
 import { CloudMethods } from '../protocol/cloud-methods.js';
 import { DATA_FILE_NAME, isRecordLike, journalLine, journalSegmentName, sortedJournalSegments } from '../protocol/data-file.js';
+import { fsyncDirectory } from '../protocol/durable-files.js';
 import { CLOUD_PULL_LIMIT_MAX } from '../protocol/limits.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
 import { backoffDelay, CloudConnection, isAuthFailure } from './cloud-sync.js';

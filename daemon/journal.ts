@@ -143,7 +143,7 @@ export class Journal {
   }
 }
 
-export function syncDirectory(dir: string): void {
+function syncDirectory(dir: string): void {
   const fd = openSync(dir, 'r');
   try {
     fsyncSync(fd);

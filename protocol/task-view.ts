@@ -99,6 +99,23 @@ export function tasksFromRecords(records: Iterable<ChainRecord>): Map<string, Ta
   return tasks;
 }
 
+/**
+ * The tasks `max_tasks` drops: beyond `maxTasks`, the oldest finished tasks first; a running task
+ * never, nor one `held` keeps (the daemon holds tasks the cloud has not acknowledged). The daemon
+ * and the cloud's view apply this after every record, so both keep the same tasks.
+ */
+export function tasksToTrim(tasks: Map<string, TaskView>, maxTasks: number, held: (task: TaskView) => boolean = () => false): TaskView[] {
+  let excess = tasks.size - maxTasks;
+  const dropped: TaskView[] = [];
+  for (const task of tasks.values()) {
+    if (excess <= 0) break;
+    if (task.status === 'running' || held(task)) continue;
+    dropped.push(task);
+    excess--;
+  }
+  return dropped;
+}
+
 /** The newest `count` tasks, oldest first, as the original's `get_recent`. */
 export function recentTasks(tasks: TaskView[], count: number): TaskView[] {
   return tasks.slice(Math.max(0, tasks.length - count));
