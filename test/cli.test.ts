@@ -1,10 +1,10 @@
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TaskHistoryClient } from '../client/sdk.js';
 import { journalSegmentName } from '../protocol/data-file.js';
-import { CLI_BIN, CLOUD_BIN, runCli, startDaemon, type CliRun, type Daemon } from './daemon-harness.js';
+import { CLI_BIN, CLOUD_BIN, REPO, runCli, startDaemon, type CliRun, type Daemon } from './daemon-harness.js';
 import { spawnTracked, tempDir, waitFor } from './processes.js';
 
 const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli(args, { env });
@@ -20,6 +20,17 @@ function closedPort(): Promise<number> {
 }
 
 const TASK_ID = /^task_\d+_[0-9a-f]{6}$/;
+
+describe('installed commands', () => {
+  it('every bin in package.json is an executable file, as npx and npm install -g run them', () => {
+    const { bin } = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+    expect(Object.keys(bin).sort()).toEqual(['taskhistory', 'taskhistory-cloud', 'taskhistoryd']);
+    for (const path of Object.values(bin)) {
+      expect(() => accessSync(join(REPO, path), constants.X_OK), path).not.toThrow();
+      expect(readFileSync(join(REPO, path), 'utf8').startsWith('#!/usr/bin/env node\n'), path).toBe(true);
+    }
+  });
+});
 
 describe('taskhistory CLI against the real daemon', () => {
   let daemon: Daemon;
