@@ -7,8 +7,10 @@ import type { TamperDetectedRecord } from '../protocol/records.js';
 import { log } from '../protocol/log.js';
 import type { TaskStore } from './store.js';
 
-/** Quiet time after the last event before the file is read: editors write in bursts. */
+/** Quiet time after the last event, and between two looks, before the file is judged: writers work in steps. */
 const SETTLE_MS = 50;
+/** A file still changing after this many looks is judged as it is then. */
+const MAX_SETTLE_LOOKS = 10;
 
 export interface TamperEvent {
   seq: number;
@@ -66,7 +68,8 @@ export class TamperWatch {
     }
     this.checking = true;
     try {
-      const found = await this.store.withDiskLock(async () => this.inspect());
+      const settled = await this.settledIdentity();
+      const found = await this.store.withDiskLock(async () => this.inspect(settled));
       if (found) await this.record(found);
     } catch (error) {
       log.error('could not handle a change of the data file', { file: this.dataFile, error: String(error) });
@@ -79,16 +82,41 @@ export class TamperWatch {
     }
   }
 
-  /** Under the disk lock: is the file ours? If not, move it aside. Returns what to record. */
-  private inspect(): Omit<TamperDetectedRecord, 'seq' | 'prev_hash' | 'hash' | 'ts' | 'type'> | null {
-    let text: string;
-    try {
-      if (this.store.file.isOwnStat(statSync(this.dataFile))) return null;
-      text = readFileSync(this.dataFile, 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      return { reason: 'data file deleted', data_file: this.dataFile };
+  /**
+   * The file's identity (inode, size, mtime; null when missing) once two looks SETTLE_MS apart
+   * agree: a foreign writer may truncate and rewrite in steps, and judging a half-written file
+   * would record the wrong damage.
+   */
+  private async settledIdentity(): Promise<string | null> {
+    let previous = this.identity();
+    for (let look = 0; look < MAX_SETTLE_LOOKS; look++) {
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+      const current = this.identity();
+      if (current === previous) return current;
+      previous = current;
     }
+    return previous;
+  }
+
+  private identity(): string | null {
+    try {
+      const { ino, size, mtimeMs } = statSync(this.dataFile);
+      return `${ino}:${size}:${mtimeMs}`;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw error;
+    }
+  }
+
+  /** Under the disk lock: is the file ours? If not, move it aside. Returns what to record. */
+  private inspect(settled: string | null): Omit<TamperDetectedRecord, 'seq' | 'prev_hash' | 'hash' | 'ts' | 'type'> | null {
+    if (this.identity() !== settled) {
+      this.recheck = true; // changed again meanwhile (perhaps by our own checkpoint): look once more
+      return null;
+    }
+    if (settled === null) return { reason: 'data file deleted', data_file: this.dataFile };
+    if (this.store.file.isOwnStat(statSync(this.dataFile))) return null;
+    const text = readFileSync(this.dataFile, 'utf8');
     if (this.store.file.isOwn(text)) return null;
     const problem = this.differenceFromOwnChain(text);
     if (!problem) {
