@@ -145,9 +145,10 @@ export class TamperWatch {
   private async record(found: Omit<TamperDetectedRecord, 'seq' | 'prev_hash' | 'hash' | 'ts' | 'type'>): Promise<void> {
     const ts = Date.now() / 1000;
     const seq = await this.store.appendDaemonRecord({ type: 'tamper_detected', ts, ...found });
-    await this.store.checkpoint(true);
+    // Counted as soon as the record is committed: status must agree with the event subscribers saw.
     this.count++;
     this.last = { seq, ts, reason: found.reason, ...(found.evidence_file && { evidence_file: found.evidence_file }) };
+    await this.store.checkpoint(true);
     log.error('tamper detected: the data file was changed by someone else; kept the daemon\'s chain and rewrote the file', {
       file: this.dataFile,
       reason: found.reason,
