@@ -3,6 +3,7 @@ import type { FSWatcher } from 'chokidar';
 import { sha256Hex } from '../protocol/canonical.js';
 import { ChainBreak, parseDataFile, verifyDataFile } from '../protocol/chain-verify.js';
 import { evidenceFileName } from '../protocol/data-file.js';
+import { fileIdentity } from '../protocol/durable-files.js';
 import type { TamperDetectedRecord } from '../protocol/records.js';
 import { log } from '../protocol/log.js';
 import type { TaskStore } from './store.js';
@@ -88,29 +89,19 @@ export class TamperWatch {
    * would record the wrong damage.
    */
   private async settledIdentity(): Promise<string | null> {
-    let previous = this.identity();
+    let previous = fileIdentity(this.dataFile);
     for (let look = 0; look < MAX_SETTLE_LOOKS; look++) {
       await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
-      const current = this.identity();
+      const current = fileIdentity(this.dataFile);
       if (current === previous) return current;
       previous = current;
     }
     return previous;
   }
 
-  private identity(): string | null {
-    try {
-      const { ino, size, mtimeMs } = statSync(this.dataFile);
-      return `${ino}:${size}:${mtimeMs}`;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw error;
-    }
-  }
-
   /** Under the disk lock: is the file ours? If not, move it aside. Returns what to record. */
   private inspect(settled: string | null): Omit<TamperDetectedRecord, 'seq' | 'prev_hash' | 'hash' | 'ts' | 'type'> | null {
-    if (this.identity() !== settled) {
+    if (fileIdentity(this.dataFile) !== settled) {
       this.recheck = true; // changed again meanwhile (perhaps by our own checkpoint): look once more
       return null;
     }

@@ -2,7 +2,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ChainBreak, parseDataFile, reportFrom, verifyDataFile, type VerifyReport } from './chain-verify.js';
 import { parseJournal, sortedJournalSegments } from './data-file.js';
+import { fileIdentity } from './durable-files.js';
 import type { ChainRecord } from './records.js';
+
+/** A live daemon replaces the file and deletes covered journal segments while we read: try again. */
+const SNAPSHOT_ATTEMPTS = 10;
 
 /**
  * Verifies a data file as it lies on disk, with the journal segments beside it, no daemon needed.
@@ -10,14 +14,33 @@ import type { ChainRecord } from './records.js';
  */
 export function verifyDataFileOnDisk(dataFile: string): VerifyReport {
   return reportFrom(() => {
+    const { text, records } = readSnapshot(dataFile);
+    return verifyDataFile(parseDataFile(text), records);
+  });
+}
+
+/**
+ * The data file and the journal records beside it, read as one consistent whole: the file must be
+ * the same (inode, size, mtime) after the journal was read, and no segment may vanish meanwhile.
+ */
+function readSnapshot(dataFile: string): { text: string; records: ChainRecord[] } {
+  for (let attempt = 1; ; attempt++) {
+    const identity = fileIdentity(dataFile);
     let text: string;
     try {
       text = readFileSync(dataFile, 'utf8');
     } catch (error) {
       throw new ChainBreak('unreadable file', null, `cannot read ${dataFile}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
     }
-    return verifyDataFile(parseDataFile(text), readJournalRecords(dirname(dataFile)));
-  });
+    let records: ChainRecord[];
+    try {
+      records = readJournalRecords(dirname(dataFile));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' && attempt < SNAPSHOT_ATTEMPTS) continue;
+      throw error;
+    }
+    if (fileIdentity(dataFile) === identity || attempt >= SNAPSHOT_ATTEMPTS) return { text, records };
+  }
 }
 
 function readJournalRecords(dir: string): ChainRecord[] {

@@ -53,6 +53,16 @@ async function nextEvent(raw: RawSocket, type: string): Promise<EventParams> {
   }
 }
 
+/**
+ * The data file's text once its head is `seq`, else null. The file is missing for a moment after a
+ * foreign version was moved aside as evidence, until the daemon has written it again.
+ */
+function dataFileTextAt(dataFile: string, seq: number): string | null {
+  if (!existsSync(dataFile)) return null;
+  const text = readFileSync(dataFile, 'utf8');
+  return (JSON.parse(text) as DataFile).head.seq === seq ? text : null;
+}
+
 function evidenceFiles(dataDir: string): string[] {
   return readdirSync(dataDir).filter((name) => name.startsWith(EVIDENCE_PREFIX)).map((name) => join(dataDir, name));
 }
@@ -120,10 +130,7 @@ describe('foreign edits of the data file while the daemon runs', () => {
       expect(record.reason).toContain('changed content');
 
       // The good file is back, with the tamper record on top of the daemon's own chain.
-      const rewritten = await waitFor(() => {
-        const text = readFileSync(daemon.dataFile, 'utf8');
-        return (JSON.parse(text) as DataFile).head.seq === event.seq ? text : null;
-      }, 10_000, 'the data file to be rewritten');
+      const rewritten = await waitFor(() => dataFileTextAt(daemon.dataFile, event.seq), 10_000, 'the data file to be rewritten');
       expect(verifyDataFileOnDisk(daemon.dataFile)).toMatchObject({ ok: true, head: { seq: event.seq, hash: event.hash } });
       const rewrittenDoc = JSON.parse(rewritten) as DataFile;
       expect(rewrittenDoc.chain.records.slice(0, -1)).toEqual(doc.chain.records);
@@ -148,11 +155,8 @@ describe('foreign edits of the data file while the daemon runs', () => {
     expect(event.record).toMatchObject({ reason: 'data file deleted', data_file: daemon.dataFile });
     expect((event.record as TamperDetectedRecord).evidence_file).toBeUndefined();
 
-    const restored = await waitFor(() => {
-      if (!existsSync(daemon.dataFile)) return null;
-      const doc = JSON.parse(readFileSync(daemon.dataFile, 'utf8')) as DataFile;
-      return doc.head.seq === event.seq ? doc : null;
-    }, 10_000, 'the data file to be written again');
+    const restoredText = await waitFor(() => dataFileTextAt(daemon.dataFile, event.seq), 10_000, 'the data file to be written again');
+    const restored = JSON.parse(restoredText) as DataFile;
     expect(restored.chain.records.slice(0, -1)).toEqual(before.chain.records);
     expect(restored.tasks).toEqual(before.tasks);
     expect(verifyDataFileOnDisk(daemon.dataFile)).toMatchObject({ ok: true, head: { seq: event.seq } });
