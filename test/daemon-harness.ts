@@ -1,7 +1,7 @@
+import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import WebSocket from 'ws';
 import { afterAll, beforeAll } from 'vitest';
-import { daemonAnswers } from '../daemon/socket-server.js';
 import { socketUrl } from '../protocol/paths.js';
 import { spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
 
@@ -57,7 +57,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     void child.exited.then(() => (exitedEarly = true));
     await waitFor(async () => {
       if (exitedEarly) throw new Error(`daemon exited during start-up:\n${child.stderr()}`);
-      return daemonAnswers(socketPath);
+      return daemonServes(socketPath);
     }, 15_000, `daemon socket ${socketPath}`);
   }
   return daemon;
@@ -66,6 +66,25 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
 /** The test runner's environment minus TASKHISTORY_* settings, which would silently change every daemon. */
 export function environmentWithoutSettings(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('TASKHISTORY_')));
+}
+
+/**
+ * Whether the daemon answers a request, not merely whether the socket accepts: the kernel accepts
+ * connections as soon as the socket listens, before the daemon has set the socket's mode and group.
+ */
+function daemonServes(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = connect(socketPath);
+    probe.setEncoding('utf8');
+    probe.once('connect', () => probe.write('{"jsonrpc":"2.0","id":1,"method":"status"}\n'));
+    probe.on('data', (text: string) => {
+      if (!text.includes('\n')) return;
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+    probe.once('close', () => resolve(false));
+  });
 }
 
 export { daemonAnswers as socketAnswers } from '../daemon/socket-server.js';
