@@ -39,14 +39,17 @@ interface Batch {
 type CommitListener = (records: ChainRecord[]) => void;
 
 const CHECKPOINT_RETRY_MS = 5000;
+/** Groups of this many records or more sync in the thread pool (see flush). */
+const SYNC_IN_THREAD_POOL_FROM = 16;
 
 /**
  * The task history: durable state (ChainState, exactly what is on disk) plus a staging layer for
  * records on their way to disk. Calls are validated against durable + staged state, chained at
- * once, and committed in groups: all records that arrive while one journal write is syncing go
- * out together in the next. A caller's promise resolves only after its record is fdatasync'ed;
- * if a write fails, that group and everything staged after it fail and staging falls back to the
- * durable state, so memory never runs ahead of the disk.
+ * once, and committed in groups: the records of one turn of the event loop, or of every turn
+ * while the previous group syncs, go out in one journal write and one fdatasync. A caller's
+ * promise resolves only after its record is fdatasync'ed; if a write fails, that group and the
+ * one staged after it fail and staging falls back to the durable state, so memory never runs
+ * ahead of the disk.
  */
 export class TaskStore {
   readonly machineId: string;
@@ -63,7 +66,8 @@ export class TaskStore {
   private stagedHead: ChainPoint;
   private readonly stagedTasks = new Map<string, { finished: boolean; lastSeq: number }>();
   private pending: Batch | null = null;
-  private writing = false;
+  /** A large group's fdatasync is running in the thread pool. */
+  private syncing = false;
   private drainWaiters: (() => void)[] = [];
   private closed = false;
   private lastStorageError: string | null = null;
@@ -233,20 +237,34 @@ export class TaskStore {
     if (!batch) {
       batch = this.pending = { records: [], text: '', waiters: [] };
       // Let every message read in this turn of the event loop join the group.
-      if (!this.writing) setImmediate(() => this.flush());
+      if (!this.syncing) setImmediate(() => this.flush());
     }
     batch.records.push(record);
     batch.text += journalLine(record);
     return new Promise((resolve, reject) => batch.waiters.push({ resolve: () => resolve(record.seq), reject }));
   }
 
+  /**
+   * Writes and syncs the pending group. A small group syncs on this thread (the thread pool's round
+   * trip would cost as much as the sync); a large one in the thread pool, while this thread reads,
+   * checks and chains the requests of the next group.
+   */
   private flush(): void {
     const batch = this.pending;
-    if (this.writing || !batch) return;
+    if (this.syncing || !batch) return;
     this.pending = null;
-    this.writing = true;
     const first = batch.records[0].seq;
     const last = batch.records[batch.records.length - 1].seq;
+    if (batch.records.length < SYNC_IN_THREAD_POOL_FROM) {
+      try {
+        this.journal.appendNow(batch.text, first, last);
+      } catch (error) {
+        this.failFrom(batch, error as NodeJS.ErrnoException);
+        return;
+      }
+      this.committed(batch, last);
+      return;
+    }
     let syncing: Promise<void>;
     try {
       syncing = this.journal.append(batch.text, first, last);
@@ -254,22 +272,28 @@ export class TaskStore {
       this.failFrom(batch, error as NodeJS.ErrnoException);
       return;
     }
+    this.syncing = true;
     syncing.then(
-      () => this.committed(batch, last),
-      (error: NodeJS.ErrnoException) => this.failFrom(batch, error),
+      () => {
+        this.syncing = false;
+        this.committed(batch, last);
+        // The answers go out after this callback: the next group's sync starts first.
+        this.flush();
+      },
+      (error: NodeJS.ErrnoException) => {
+        this.syncing = false;
+        this.failFrom(batch, error);
+      },
     );
   }
 
   private committed(batch: Batch, last: number): void {
     for (const record of batch.records) this.applyDurable(record);
     for (const [taskId, staged] of this.stagedTasks) if (staged.lastSeq <= last) this.stagedTasks.delete(taskId);
-    this.writing = false;
     if (this.lastStorageError) {
       log.info('journal writes work again', { dir: this.options.dataDir });
       this.lastStorageError = null;
     }
-    // Start the next group's sync before answering this one, so the two overlap.
-    if (this.pending) this.flush();
     for (const waiter of batch.waiters) waiter.resolve();
     for (const listener of this.listeners) {
       try {
@@ -282,10 +306,10 @@ export class TaskStore {
     this.wakeDrainWaiters();
   }
 
+  /** The failed group fails with every group staged after it, and staging falls back to the durable state. */
   private failFrom(batch: Batch, error: NodeJS.ErrnoException): void {
     const failed = [batch, ...(this.pending ? [this.pending] : [])];
     this.pending = null;
-    this.writing = false;
     this.stagedTasks.clear();
     this.stagedHead = { ...this.state.head };
     const code = error.code ?? 'EIO';
@@ -298,7 +322,7 @@ export class TaskStore {
   }
 
   private wakeDrainWaiters(): void {
-    if (this.writing || this.pending) return;
+    if (this.syncing || this.pending) return;
     for (const wake of this.drainWaiters.splice(0)) wake();
   }
 
@@ -370,7 +394,7 @@ export class TaskStore {
   /** Refuses new records, waits for the ones in flight, writes a last checkpoint. */
   async close(): Promise<void> {
     this.closed = true;
-    if (this.writing || this.pending) await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+    if (this.syncing || this.pending) await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
     if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
     this.checkpointTimer = null;
     await this.checkpoint().catch(() => undefined);

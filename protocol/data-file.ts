@@ -29,6 +29,9 @@ export interface DataFile extends TaskHistoryDict {
  * Journal segments: `task_history.journal.<first seq, 12 digits>.jsonl` beside the data file, one
  * record per line (`JSON.stringify` of the record, then `\n`), appended and fsync'ed before a
  * record is acknowledged. A segment is deleted once a checkpoint of the data file covers it.
+ * The writer preallocates space by writing zero bytes past its lines (an fdatasync that does not
+ * change the file's size is cheaper): a segment's lines end at its first NUL byte, which no line
+ * contains (JSON escapes it). Anything but zeros after that is a torn, never-acknowledged write.
  */
 const SEGMENT_PATTERN = /^task_history\.journal\.(\d{12})\.jsonl$/;
 
@@ -55,23 +58,29 @@ export function journalLine(record: ChainRecord): string {
 
 export interface ParsedJournal {
   records: ChainRecord[];
-  /** Byte length of the complete lines: what follows is a torn, never-acknowledged write. */
+  /** Byte length of the complete lines: what follows is preallocated zeros or a torn, never-acknowledged write. */
   validBytes: number;
   tornTail: boolean;
   /** Set when a complete line in the middle is not a record: the segment is damaged. */
   damagedLine?: number;
 }
 
-/** Parses one segment. Only an unterminated last line counts as torn; any other bad line is damage. */
-export function parseJournal(text: string): ParsedJournal {
+/**
+ * Parses one segment. Only an unterminated last line, or anything but zeros after the first NUL
+ * byte, counts as torn; any other bad line is damage.
+ */
+export function parseJournal(segment: string): ParsedJournal {
+  const end = segment.indexOf('\0');
+  const text = end === -1 ? segment : segment.slice(0, end);
+  const writtenPastEnd = end !== -1 && /[^\0]/.test(segment.slice(end));
   const records: ChainRecord[] = [];
   let offset = 0;
   let line = 0;
   while (offset < text.length) {
-    const end = text.indexOf('\n', offset);
+    const lineEnd = text.indexOf('\n', offset);
     line++;
-    if (end === -1) return { records, validBytes: Buffer.byteLength(text.slice(0, offset)), tornTail: true };
-    const body = text.slice(offset, end);
+    if (lineEnd === -1) return { records, validBytes: Buffer.byteLength(text.slice(0, offset)), tornTail: true };
+    const body = text.slice(offset, lineEnd);
     let record: unknown;
     try {
       record = JSON.parse(body);
@@ -82,9 +91,9 @@ export function parseJournal(text: string): ParsedJournal {
       return { records, validBytes: Buffer.byteLength(text.slice(0, offset)), tornTail: false, damagedLine: line };
     }
     records.push(record);
-    offset = end + 1;
+    offset = lineEnd + 1;
   }
-  return { records, validBytes: Buffer.byteLength(text), tornTail: false };
+  return { records, validBytes: Buffer.byteLength(text), tornTail: writtenPastEnd };
 }
 
 const RECORD_TYPES = new Set(['task_created', 'step_logged', 'task_completed', 'tamper_detected']);

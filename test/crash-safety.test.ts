@@ -1,5 +1,5 @@
 import { seededRandom } from '../bench/workload.js';
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseDataFile } from '../protocol/chain-verify.js';
@@ -200,4 +200,45 @@ describe('kill -9 while 8 clients log', () => {
     expect(missingFromChain(acks.values(), doc.chain.records)).toEqual([]);
     expect(missingFromTasks(acks.values(), doc.tasks)).toEqual([]);
   }, 180_000);
+});
+
+describe('a torn write in the journal after kill -9', () => {
+  it('is cut at restart with the preallocated space, and every acknowledged record stays', async () => {
+    const daemon = await startDaemon();
+    const raw = await openRawSocket(daemon.socketPath);
+    const { task_id } = await raw.call('create_task', { description: 'migrate the database', mode: 'autonomous', steps: ['dump', 'load'] });
+    let lastAck = 0;
+    for (let step = 1; step <= 3; step++) lastAck = (await raw.call('log_step', { task_id, step_num: step, command: `step ${step}`, status: 'success', output: 'ok' })).seq;
+    raw.close();
+    expect(await daemon.stop('SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' });
+
+    // The segment holds its lines, then zeros written ahead: the end of the lines is the first NUL.
+    const [segment] = sortedJournalSegments(readdirSync(daemon.dataDir));
+    const segmentPath = join(daemon.dataDir, segment);
+    const bytes = readFileSync(segmentPath);
+    const linesEnd = bytes.indexOf(0);
+    expect(linesEnd, 'preallocated zeros after the lines').toBeGreaterThan(0);
+    expect(bytes.subarray(linesEnd).every((byte) => byte === 0)).toBe(true);
+    expect(parseJournal(bytes.toString('utf8'))).toMatchObject({ tornTail: false, records: [{ seq: 1 }, { seq: 2 }, { seq: 3 }, { seq: lastAck }] });
+
+    // A write that was never acknowledged, torn across pages: its start, zeros, then a later piece.
+    const fd = openSync(segmentPath, 'r+');
+    writeSync(fd, '{"seq":5,"prev_hash":"', linesEnd);
+    writeSync(fd, 'a later page of the torn write', linesEnd + 8192);
+    closeSync(fd);
+    expect(parseJournal(readFileSync(segmentPath, 'utf8'))).toMatchObject({ tornTail: true, validBytes: linesEnd });
+    expect(verifyDataFileOnDisk(daemon.dataFile)).toMatchObject({ ok: true, head: { seq: lastAck } });
+
+    const restarted = await startDaemon({ dataDir: daemon.dataDir });
+    const check = await openRawSocket(restarted.socketPath);
+    expect((await check.call('status', {})).last_seq).toBe(lastAck);
+    expect((await check.call('log_step', { task_id, step_num: 4, command: 'step 4', status: 'success' })).seq).toBe(lastAck + 1);
+    expect(await check.call('verify', {})).toMatchObject({ ok: true, head: { seq: lastAck + 1 } });
+    expect(restarted.stderr()).toContain('cut a torn, never-acknowledged write off the journal');
+    const after = parseJournal(readFileSync(segmentPath, 'utf8'));
+    expect(after.tornTail).toBe(false);
+    expect(after.records.map((record) => record.seq)).toEqual([1, 2, 3, 4, 5]);
+    check.close();
+    await restarted.stop('SIGKILL');
+  });
 });

@@ -20,6 +20,9 @@ const TMPFS_SIZE = '2M';
 /** Bigger than a tmpfs page, so every refused step needs space the full disk does not have. */
 const BIG_OUTPUT = 'disk full test output '.repeat(400);
 
+/** BIG_OUTPUT steps that fill the journal's preallocated space, and more. */
+const MAX_STEPS_UNTIL_FULL = 300;
+
 /** Writes `path` until the file system has no byte left. */
 function fillDisk(path: string): void {
   const fd = openSync(path, 'w');
@@ -41,7 +44,9 @@ function fillDisk(path: string): void {
 }
 
 /** A call's outcome: the seq it was acknowledged with, or the error code it was refused with. */
-async function attempt(raw: RawSocket, method: string, params: Record<string, unknown>): Promise<{ seq: number } | { code: number; message: string }> {
+type Outcome = { seq: number } | { code: number; message: string };
+
+async function attempt(raw: RawSocket, method: string, params: Record<string, unknown>): Promise<Outcome> {
   const response = await raw.request(method, params);
   return response.error ? { code: response.error.code, message: response.error.message } : { seq: response.result.seq };
 }
@@ -91,12 +96,17 @@ describe(`a data dir on a ${TMPFS_SIZE} tmpfs that fills up`, () => {
     const live = daemon as Daemon;
     fillDisk(filler);
 
-    const outcomes = [];
-    for (let i = 1; i <= 10; i++) outcomes.push(await logStep(raw, `full ${i}`, BIG_OUTPUT));
+    // Steps still fit into the journal's preallocated space (up to 256 KiB); then every one is refused.
+    const outcomes: Outcome[] = [];
+    for (let i = 1; i <= MAX_STEPS_UNTIL_FULL && !outcomes.some((o) => 'code' in o); i++) outcomes.push(await logStep(raw, `full ${i}`, BIG_OUTPUT));
+    const firstRefused = outcomes.length;
+    for (let i = 1; i <= 3; i++) outcomes.push(await logStep(raw, `full after ${i}`, BIG_OUTPUT));
+    expect(outcomes.slice(firstRefused - 1).every((o) => 'code' in o), 'every step after the first refused one is refused').toBe(true);
     // One group commit carrying several calls from several connections: all of it fails together.
     const sockets = await Promise.all(Array.from({ length: 4 }, () => openRawSocket(live.socketPath)));
     outcomes.push(...(await Promise.all(sockets.map((socket, i) => logStep(socket, `full burst ${i}`, BIG_OUTPUT)))));
-    outcomes.push(await attempt(raw, 'create_task', { description: 'x'.repeat(3000), mode: 'autonomous', steps: ['y'.repeat(3000)] }));
+    // A refused write gives back the rest of the preallocated space it began to fill: bigger than a step.
+    outcomes.push(await attempt(raw, 'create_task', { description: 'x'.repeat(3000), mode: 'autonomous', steps: ['y'.repeat(16000)] }));
     for (const socket of sockets) socket.close();
 
     const failures = outcomes.filter((o): o is { code: number; message: string } => 'code' in o);

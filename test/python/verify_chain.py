@@ -355,16 +355,18 @@ def data_file_shape_problem(doc: Any) -> Optional[str]:
 
 
 def load_journal(directory: str, checkpoint_seq: int) -> List[Dict[str, Any]]:
-    """Records of every segment, oldest first. Only the newest segment may end in a torn line."""
+    """Records of every segment, oldest first. A segment's lines end at its first NUL byte (the
+    zeros after it are preallocated space). Only the newest segment may end in a torn write."""
     names = sorted(name for name in os.listdir(directory) if JOURNAL_NAME.match(name))
     records: List[Dict[str, Any]] = []
     for position, name in enumerate(names):
         try:
             with open(os.path.join(directory, name), "rb") as file:
-                lines = file.read().split(b"\n")
+                text, _, past_end = file.read().partition(b"\0")
         except OSError as error:
             raise ChainBroken("unreadable file", None, "cannot read journal segment %s: %s" % (name, error.strerror))
-        torn_tail = lines.pop()  # b"" when the segment ends with a newline
+        lines = text.split(b"\n")
+        torn_tail = lines.pop() + past_end.strip(b"\0")  # b"" when the lines end cleanly
         if torn_tail and position != len(names) - 1:
             lines.append(torn_tail)
         for number, line in enumerate(lines, start=1):
