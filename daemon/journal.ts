@@ -79,9 +79,9 @@ export class Journal {
   }
 
   /**
-   * Writes the lines of records firstSeq..lastSeq and fdatasyncs them on this thread: for small
-   * groups, where a round trip through libuv's thread pool (0.3 ms here) costs as much as the sync.
-   * Throws when the write or the sync fails; the journal is then as it was.
+   * Writes the lines of records firstSeq..lastSeq and fdatasyncs them on this thread: for when no
+   * other call is on its way, since a round trip through libuv's thread pool (0.3 ms here) costs
+   * as much as the sync. Throws when the write or the sync fails; the journal is then as it was.
    */
   appendNow(text: string, firstSeq: number, lastSeq: number): void {
     const written = this.write(text, firstSeq, lastSeq);
@@ -95,7 +95,7 @@ export class Journal {
 
   /**
    * The same with the fdatasync in the thread pool, so that the caller can prepare the next group
-   * meanwhile: for large groups. Nothing may be appended before the promise settles.
+   * meanwhile. Nothing may be appended before the promise settles.
    */
   append(text: string, firstSeq: number, lastSeq: number): Promise<void> {
     const written = this.write(text, firstSeq, lastSeq);

@@ -39,8 +39,6 @@ interface Batch {
 type CommitListener = (records: ChainRecord[]) => void;
 
 const CHECKPOINT_RETRY_MS = 5000;
-/** Groups of this many records or more sync in the thread pool (see flush). */
-const SYNC_IN_THREAD_POOL_FROM = 16;
 
 /**
  * The task history: durable state (ChainState, exactly what is on disk) plus a staging layer for
@@ -68,6 +66,8 @@ export class TaskStore {
   private pending: Batch | null = null;
   /** A large group's fdatasync is running in the thread pool. */
   private syncing = false;
+  /** The largest group of late, forgotten by one per group: how many writers are busy. */
+  private recentLargestGroup = 0;
   private drainWaiters: (() => void)[] = [];
   private closed = false;
   private lastStorageError: string | null = null;
@@ -245,9 +245,10 @@ export class TaskStore {
   }
 
   /**
-   * Writes and syncs the pending group. A small group syncs on this thread (the thread pool's round
-   * trip would cost as much as the sync); a large one in the thread pool, while this thread reads,
-   * checks and chains the requests of the next group.
+   * Writes and syncs the pending group. A group as large as any of late holds every busy writer:
+   * nobody else is coming, so it syncs on this thread (the thread pool's round trip costs as much
+   * as the sync). A smaller one means more calls are on their way: it syncs in the thread pool
+   * while this thread reads, checks and chains them into the next group.
    */
   private flush(): void {
     const batch = this.pending;
@@ -255,7 +256,9 @@ export class TaskStore {
     this.pending = null;
     const first = batch.records[0].seq;
     const last = batch.records[batch.records.length - 1].seq;
-    if (batch.records.length < SYNC_IN_THREAD_POOL_FROM) {
+    const everyBusyWriterIsHere = batch.records.length >= this.recentLargestGroup;
+    this.recentLargestGroup = Math.max(batch.records.length, this.recentLargestGroup - 1);
+    if (everyBusyWriterIsHere) {
       try {
         this.journal.appendNow(batch.text, first, last);
       } catch (error) {

@@ -8,7 +8,7 @@ import { waitFor } from './processes.js';
 
 /**
  * Many writers at once: group commit must acknowledge nothing it loses, and keep seqs gap-free,
- * whether a group syncs on the main thread (small groups) or in the thread pool (16 calls or more).
+ * whether a group syncs on the main thread or in the thread pool (both happen with this many writers).
  */
 
 const CLIENTS = 48;
