@@ -28,7 +28,6 @@ async function main(): Promise<void> {
   const storage = await FileStorage.open(options.dataDir);
   const server = new CloudServer({ storage, tokens, host: options.host, port: options.port });
   const url = await server.listen();
-  log.info('listening', { url, data_dir: options.dataDir });
 
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
@@ -48,6 +47,8 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Announced only now: whoever waits for this line may stop the endpoint at once.
+  log.info('listening', { url, data_dir: options.dataDir });
 }
 
 main().catch((error: unknown) => {
