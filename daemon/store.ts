@@ -258,21 +258,16 @@ export class TaskStore {
     const last = batch.records[batch.records.length - 1].seq;
     const everyBusyWriterIsHere = batch.records.length >= this.recentLargestGroup;
     this.recentLargestGroup = Math.max(batch.records.length, this.recentLargestGroup - 1);
-    if (everyBusyWriterIsHere) {
-      try {
-        this.journal.appendNow(batch.text, first, last);
-      } catch (error) {
-        this.failFrom(batch, error as NodeJS.ErrnoException);
-        return;
-      }
-      this.committed(batch, last);
-      return;
-    }
-    let syncing: Promise<void>;
+    let syncing: Promise<void> | null = null;
     try {
-      syncing = this.journal.append(batch.text, first, last);
+      if (everyBusyWriterIsHere) this.journal.appendNow(batch.text, first, last);
+      else syncing = this.journal.append(batch.text, first, last);
     } catch (error) {
       this.failFrom(batch, error as NodeJS.ErrnoException);
+      return;
+    }
+    if (!syncing) {
+      this.committed(batch, last);
       return;
     }
     this.syncing = true;
