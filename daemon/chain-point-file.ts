@@ -4,8 +4,8 @@ import { log } from '../node/log.js';
 
 /**
  * One chain point ({seq, hash}) kept in a small JSON file of the data dir, written durably
- * (temp file, fsync, rename, directory fsync). Saves are coalesced, newest wins, at most one
- * write per `minIntervalMs`: a file that lags is the only cost of a burst.
+ * (temp file, fsync, rename, directory fsync). Saves are coalesced, newest wins: while one write
+ * is in flight only the newest pending point is kept.
  */
 export class ChainPointFile {
   private pending: ChainPoint | null = null;
@@ -15,7 +15,6 @@ export class ChainPointFile {
     readonly path: string,
     /** What the file is, for log lines. */
     private readonly role: string,
-    private readonly minIntervalMs = 0,
   ) {}
 
   /** The stored point, or null when there is none (or it is unreadable, which is logged). */
@@ -53,7 +52,6 @@ export class ChainPointFile {
       } catch (error) {
         log.warn(`cannot write the ${this.role}`, { file: this.path, error: (error as Error).message });
       }
-      if (this.pending && this.minIntervalMs > 0) await new Promise((resolve) => setTimeout(resolve, this.minIntervalMs));
     }
     this.writing = null;
   }
