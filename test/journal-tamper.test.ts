@@ -183,7 +183,8 @@ describe('start-up checks of the data dir', () => {
 });
 
 describe('many tasks at once', () => {
-  it('20,000 create_task calls pipelined on one connection all complete, and the history replays at start-up', async () => {
+  // A test of cost, not of time: before trimming was linear, this took minutes and answered nothing at 100k.
+  it('20,000 create_task calls pipelined on one connection all complete, then 20,000 complete_task trim to max_tasks', async () => {
     const COUNT = 20_000;
     const daemon = await startDaemon({ args: [...JOURNAL_ONLY, '--max-tasks', '100'] });
     const raw = await openRawSocket(daemon.socketPath);
@@ -197,16 +198,10 @@ describe('many tasks at once', () => {
     expect((await status(raw)).tasks).toBe(COUNT);
     taskIds.forEach((taskId, i) => raw.send(JSON.stringify({ jsonrpc: '2.0', id: COUNT + i + 1, method: 'complete_task', params: { task_id: taskId, final_status: 'completed' } })));
     for (let answered = 0; answered < COUNT; answered++) expect((await raw.next(60_000)).error).toBeUndefined();
-    const after = await status(raw);
-    expect(after).toMatchObject({ tasks: 100, last_seq: 2 * COUNT });
+    expect(await status(raw)).toMatchObject({ tasks: 100, last_seq: 2 * COUNT });
+    const kept = (await raw.call('to_dict', {})) as { tasks: { task_id: string }[] };
+    expect(kept.tasks.map((task) => task.task_id)).toEqual(taskIds.slice(-100));
     raw.close();
-
-    // 40,000 records in the journal, replayed with trimming on the way.
-    expect(await daemon.stop('SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' });
-    const again = await startDaemon({ dataDir: daemon.dataDir, args: [...JOURNAL_ONLY, '--max-tasks', '100'] });
-    const replayed = await openRawSocket(again.socketPath);
-    expect(await status(replayed)).toMatchObject({ tasks: 100, last_seq: 2 * COUNT, head_hash: after.head_hash });
-    replayed.close();
-    expect(await again.stop()).toEqual({ code: 0, signal: null });
-  });
+    expect(await daemon.stop()).toEqual({ code: 0, signal: null });
+  }, 300_000);
 });
