@@ -35,6 +35,10 @@ const PEM_LABEL = String.raw`(?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?`;
 /** Newline, or a `\n` escape when the key sits inside a JSON or Python string. */
 const PEM_NEWLINE = String.raw`(?:\r?\n|\\(?:r\\)?n)`;
 
+/** A word in any case, as a case-sensitive pattern: the prefilters are joined into one scan, which must not need the `i` flag (it makes that scan twice as slow). */
+const anyCase = (word: string) => word.replace(/[a-z]/gi, (letter) => `[${letter.toUpperCase()}${letter.toLowerCase()}]`);
+const AUTHORIZATION = anyCase('authorization');
+
 /**
  * What every match of a built-in rule contains. Most texts (outputs, commands) hold none of these,
  * and one scan for all of them is far cheaper than the full patterns.
@@ -45,13 +49,15 @@ const PREFILTERS: Record<string, RegExp> = {
   'github-token': /gh[pousr]_|github_pat_/,
   'gitlab-token': /gl(?:pat|dt|rt|ptt|soat)-/,
   'slack-token': /xox[abposr]-/,
-  'aws-secret-key': /secret[_-]?access[_-]?key/i,
-  'bearer-token': /authorization/i,
-  'basic-auth': /authorization/i,
+  'aws-secret-key': new RegExp(`${anyCase('secret')}[_-]?${anyCase('access')}[_-]?${anyCase('key')}`),
+  'bearer-token': new RegExp(AUTHORIZATION),
+  'basic-auth': new RegExp(AUTHORIZATION),
   'url-credentials': /:\/\/[^\s/?#]*@/,
   'curl-user': /curl/,
   'mysql-password': /mysql|mariadb/,
-  'password-assignment': /pass(?:word|wd|phrase)|pwd|secret|token|api[_-]?key/i,
+  'password-assignment': new RegExp(
+    `${anyCase('pass')}(?:${anyCase('word')}|${anyCase('wd')}|${anyCase('phrase')})|${['pwd', 'secret', 'token'].map(anyCase).join('|')}|${anyCase('api')}[_-]?${anyCase('key')}`,
+  ),
 };
 
 interface BuiltinShape {

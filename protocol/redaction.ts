@@ -113,28 +113,45 @@ function compileUserRule(config: z.infer<typeof UserRuleSchema>, label: string):
 }
 
 /**
- * One case-insensitive scan for the prefilters of all rules that have one: a text that holds no
- * candidate at all (most outputs) is read once, not once per rule. Cached per rule list; the
- * daemon builds its list once per (re)load.
+ * A rule list prepared once (the daemon builds its list once per (re)load): one scan for the
+ * prefilters of all rules that have one, so a text holding no candidate at all (most outputs) is
+ * read once, not once per rule; and the few rules that name secret keys or flags, so structured
+ * values do not walk every rule for every key and element.
  */
-const anyCandidateOf = new WeakMap<readonly RedactionRule[], RegExp | null>();
+interface PreparedRules {
+  all: readonly RedactionRule[];
+  anyCandidate: RegExp | null;
+  withSecretKey: RedactionRule[];
+  withSecretFlag: RedactionRule[];
+}
 
-function anyCandidate(rules: readonly RedactionRule[]): RegExp | null {
-  let scan = anyCandidateOf.get(rules);
-  if (scan === undefined) {
-    const sources = rules.flatMap((rule) => (rule.prefilter ? [`(?:${rule.prefilter.source})`] : []));
-    scan = sources.length > 0 ? new RegExp(sources.join('|'), 'i') : null;
-    anyCandidateOf.set(rules, scan);
+const preparedOf = new WeakMap<readonly RedactionRule[], PreparedRules>();
+
+function prepared(rules: readonly RedactionRule[]): PreparedRules {
+  let ready = preparedOf.get(rules);
+  if (ready === undefined) {
+    const sources = new Set(rules.flatMap((rule) => (rule.prefilter ? [`(?:${rule.prefilter.source})`] : [])));
+    const caseInsensitive = rules.some((rule) => rule.prefilter?.flags.includes('i'));
+    ready = {
+      all: rules,
+      anyCandidate: sources.size > 0 ? new RegExp([...sources].join('|'), caseInsensitive ? 'i' : '') : null,
+      withSecretKey: rules.filter((rule) => rule.secretKey),
+      withSecretFlag: rules.filter((rule) => rule.secretFlag),
+    };
+    preparedOf.set(rules, ready);
   }
-  return scan;
+  return ready;
 }
 
 /** Replaces every secret span of every rule, in rule order, by the rule's marker. */
 export function redactText(text: string, rules: readonly RedactionRule[]): string {
-  const scan = anyCandidate(rules);
-  const mayMatch = scan === null || scan.test(text);
+  return redactPreparedText(text, prepared(rules));
+}
+
+function redactPreparedText(text: string, rules: PreparedRules): string {
+  const mayMatch = rules.anyCandidate === null || rules.anyCandidate.test(text);
   let result = text;
-  for (const rule of rules) {
+  for (const rule of rules.all) {
     if (rule.prefilter && (!mayMatch || !rule.prefilter.test(result))) continue;
     result = redactWithRule(result, rule);
   }
@@ -159,7 +176,7 @@ function redactWithRule(text: string, rule: RedactionRule): string {
   return copiedUpTo === 0 ? text : redacted + text.slice(copiedUpTo);
 }
 
-function secretSpan(match: RegExpExecArray | RegExpMatchArray, rule: RedactionRule): [number, number] | undefined {
+function secretSpan(match: RegExpMatchArray, rule: RedactionRule): [number, number] | undefined {
   for (const group of rule.secretGroups) {
     const span = match.indices?.[group];
     if (span && span[0] < span[1]) return span;
@@ -179,34 +196,34 @@ function secretSpan(match: RegExpExecArray | RegExpMatchArray, rule: RedactionRu
  * - the element after a secret flag in an array: `["mysql", "--password", "..."]`.
  */
 export function redactValue<T>(value: T, rules: readonly RedactionRule[]): T {
-  return redactJson(value, rules) as T;
+  return redactJson(value, prepared(rules)) as T;
 }
 
-function redactJson(value: unknown, rules: readonly RedactionRule[]): unknown {
-  if (typeof value === 'string') return redactText(value, rules);
+function redactJson(value: unknown, rules: PreparedRules): unknown {
+  if (typeof value === 'string') return redactPreparedText(value, rules);
   if (Array.isArray(value)) return redactArray(value, rules);
   if (value === null || typeof value !== 'object') return value;
   const pairRule = nameValuePairRule(value, rules);
   const redacted: Record<string, unknown> = {};
   for (const [key, member] of Object.entries(value)) {
-    const keyRule = pairRule && VALUE_KEY.test(key) ? pairRule : rules.find((rule) => rule.secretKey?.test(key));
+    const keyRule = pairRule && VALUE_KEY.test(key) ? pairRule : rules.withSecretKey.find((rule) => rule.secretKey!.test(key));
     const memberRedacted = keyRule ? redactSecretMember(member, keyRule, rules) : redactJson(member, rules);
     // defineProperty: a "__proto__" key from JSON must stay a plain member, not set the prototype.
-    Object.defineProperty(redacted, uniqueKey(redacted, redactText(key, rules)), { value: memberRedacted, enumerable: true, writable: true, configurable: true });
+    Object.defineProperty(redacted, uniqueKey(redacted, redactPreparedText(key, rules)), { value: memberRedacted, enumerable: true, writable: true, configurable: true });
   }
   return redacted;
 }
 
-function redactArray(items: unknown[], rules: readonly RedactionRule[]): unknown[] {
+function redactArray(items: unknown[], rules: PreparedRules): unknown[] {
   return items.map((item, index) => {
     const before = items[index - 1];
-    const flagRule = typeof before === 'string' ? rules.find((rule) => rule.secretFlag?.test(before)) : undefined;
+    const flagRule = typeof before === 'string' ? rules.withSecretFlag.find((rule) => rule.secretFlag!.test(before)) : undefined;
     return flagRule && isSecretValue(item) && !(typeof item === 'string' && item.startsWith('-')) ? redactionMarker(flagRule.name) : redactJson(item, rules);
   });
 }
 
 /** Under a key that names a secret: a scalar is the secret; so is every scalar of an array; objects are redacted as usual. */
-function redactSecretMember(member: unknown, rule: RedactionRule, rules: readonly RedactionRule[]): unknown {
+function redactSecretMember(member: unknown, rule: RedactionRule, rules: PreparedRules): unknown {
   if (isSecretValue(member)) return redactionMarker(rule.name);
   if (Array.isArray(member)) return member.map((item) => redactSecretMember(item, rule, rules));
   return redactJson(member, rules);
@@ -216,7 +233,7 @@ const NAME_KEY = /^(?:name|key)$/i;
 const VALUE_KEY = /^value$/i;
 
 /** The rule whose secret is the `value` of this `{name, value}` pair, if its name names one. */
-function nameValuePairRule(object: object, rules: readonly RedactionRule[]): RedactionRule | undefined {
+function nameValuePairRule(object: object, rules: PreparedRules): RedactionRule | undefined {
   let name: unknown;
   let hasValue = false;
   for (const [key, member] of Object.entries(object)) {
@@ -224,7 +241,7 @@ function nameValuePairRule(object: object, rules: readonly RedactionRule[]): Red
     else if (VALUE_KEY.test(key)) hasValue = true;
   }
   if (!hasValue || typeof name !== 'string') return undefined;
-  return rules.find((rule) => rule.secretKey?.test(name));
+  return rules.withSecretKey.find((rule) => rule.secretKey!.test(name));
 }
 
 function isSecretValue(value: unknown): boolean {
