@@ -1,4 +1,4 @@
-import { RpcSocket } from './rpc-socket.js';
+import { RpcSocket, type Framing } from './rpc-socket.js';
 import { nowMs, summarize, type LatencySummary } from './stats.js';
 import { Workload, type TaskPlan } from './workload.js';
 
@@ -8,6 +8,7 @@ import { Workload, type TaskPlan } from './workload.js';
  */
 export interface ProducerOptions {
   socketPath: string;
+  framing?: Framing;
   producers: number;
   /** Producer i draws from Workload(seedBase + i). */
   seedBase: number;
@@ -30,7 +31,7 @@ async function runProducers(
   onStep: (sentAt: number, answeredAt: number) => void = () => undefined,
 ): Promise<ProducerCounters> {
   const counters: ProducerCounters = { records: 0, outputBytes: 0 };
-  const sockets = await Promise.all(Array.from({ length: options.producers }, () => RpcSocket.open(options.socketPath)));
+  const sockets = await Promise.all(Array.from({ length: options.producers }, () => RpcSocket.open(options.socketPath, options.framing)));
   try {
     await Promise.all(
       sockets.map(async (socket, index) => {
@@ -117,6 +118,43 @@ export async function fill(
       (options.untilRecords !== undefined && counters.records >= options.untilRecords) ||
       (options.deadlineMs !== undefined && nowMs() >= options.deadlineMs),
   );
+}
+
+export interface LongTasksResult {
+  steps: number;
+  seconds: number;
+  stepsPerSecond: number;
+  latency: LatencySummary;
+}
+
+/**
+ * Long tasks: each producer creates one task and logs `stepsEach` steps into it, closed loop,
+ * leaving it running. Every step is timed; the figure is all steps over the whole run.
+ */
+export async function logLongTasks(options: ProducerOptions & { stepsEach: number }): Promise<LongTasksResult> {
+  const sockets = await Promise.all(Array.from({ length: options.producers }, () => RpcSocket.open(options.socketPath, options.framing)));
+  const latencies: number[] = [];
+  const start = nowMs();
+  try {
+    await Promise.all(
+      sockets.map(async (socket, index) => {
+        const workload = new Workload(options.seedBase + index, options.outputBytes);
+        const plan = workload.nextTask();
+        const { task_id } = await socket.call<{ task_id: string }>('create_task', plan.create);
+        for (let step = 0; step < options.stepsEach; step++) {
+          const template = plan.steps[step % plan.steps.length];
+          const paramsJson = JSON.stringify({ task_id, ...template, step_num: step + 1 });
+          const sentAt = nowMs();
+          await socket.callRaw('log_step', paramsJson);
+          latencies.push(nowMs() - sentAt);
+        }
+      }),
+    );
+  } finally {
+    for (const socket of sockets) socket.close();
+  }
+  const seconds = (nowMs() - start) / 1000;
+  return { steps: latencies.length, seconds, stepsPerSecond: latencies.length / seconds, latency: summarize(latencies) };
 }
 
 export interface OpenLoopResult {
