@@ -244,6 +244,25 @@ describe('built-in rules', () => {
   });
 });
 
+describe('expected misses (listed in the README)', () => {
+  it.each([
+    ['a secret split over two lines', 'Enter password:\nhunter2'],
+    ['names that only resemble secret names', 'PASS=hunter2 DB_PW=x --pass y pw: z'],
+    ['a base64-encoded assignment', `echo ${Buffer.from('password=hunter2').toString('base64')} | base64 -d`],
+    ['a URL-encoded assignment', 'curl -d password%3Dhunter2 https://api'],
+    ['a value before its name', '"value": "hunter2", "name": "PGPASSWORD"'],
+    ['a URL password holding a raw slash', 'https://u:ab/cd@host/x'],
+    ['single-dash flags', 'keytool -storepass hunter2; openssl rsa -passin pass:hunter2'],
+  ])('%s: %j is stored as given', (_what, text) => {
+    expect(redact(text)).toBe(text);
+  });
+
+  it('argv elements -pSecret and user:pass, whose text forms are redacted', () => {
+    const argv = [['mysql', '-uroot', '-pSecret'], ['curl', '-u', 'ci:hunter2', 'https://api']];
+    expect(redactValue(argv, BUILTIN_REDACTION_RULES)).toEqual(argv);
+  });
+});
+
 describe('idempotence', () => {
   const inputs = [...Object.values(CASES).flatMap((c) => [...c.redacts.map(([input]) => input), ...c.keeps])];
 
