@@ -131,6 +131,7 @@ function prepared(rules: readonly RedactionRule[]): PreparedRules {
   let ready = preparedOf.get(rules);
   if (ready === undefined) {
     const sources = new Set(rules.flatMap((rule) => (rule.prefilter ? [`(?:${rule.prefilter.source})`] : [])));
+    // Built-in prefilters spell keywords in any case without the i flag; one that has it makes the whole scan case-insensitive (slower, still right).
     const caseInsensitive = rules.some((rule) => rule.prefilter?.flags.includes('i'));
     ready = {
       all: rules,
