@@ -219,6 +219,16 @@ describe('built-in rules', () => {
     });
   }
 
+  it('finds the keywords of case-insensitive rules in any case (the joined prefilter scan has no i flag)', () => {
+    const insensitive = BUILTIN_REDACTION_RULES.filter((rule) => rule.pattern.flags.includes('i'));
+    expect(insensitive.map((rule) => rule.name)).toEqual(['aws-secret-key', 'bearer-token', 'basic-auth', 'password-assignment']);
+    for (const rule of insensitive) {
+      for (const [input] of CASES[rule.name].redacts) {
+        for (const variant of [input.toUpperCase(), input.toLowerCase()]) expect(redact(variant), variant).toContain(M(rule.name));
+      }
+    }
+  });
+
   it('keeps nothing derived from the secret: same marker whatever the secret length', () => {
     expect(redact('password=a')).toBe(redact('password=a-much-longer-password-value'));
     expect(redact(pem('RSA PRIVATE KEY'))).toBe(redact(`-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----`));
