@@ -14,7 +14,7 @@ import { resolveMachineId } from './machine-id.js';
 import { RecordBuilder, type FieldCaps, type RedactionSettings } from './record-builder.js';
 import { RpcDispatcher } from '../node/rpc-dispatch.js';
 import { registerMethods, type MethodContext } from './rpc-methods.js';
-import { daemonCommand, resolveSettings, SettingsError, type Settings } from './settings.js';
+import { batchLimitsOf, connectionLimitsOf, daemonCommand, resolveSettings, SettingsError, type Settings } from './settings.js';
 import { SocketInUse, SocketServer } from './socket-server.js';
 import { socketAccepts } from '../node/socket-probe.js';
 import { StoreDamaged, TaskStore } from './store.js';
@@ -134,7 +134,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   const tamper = new TamperWatch(store, settings.dataFile);
   const cloud = settings.cloudUrl && cloudToken ? new CloudSync({ store, url: settings.cloudUrl, token: cloudToken, retryMaxMs: settings.cloudRetryMaxMs, dataDir: settings.dataDir }) : null;
 
-  const rpc = new RpcDispatcher<MethodContext>(log);
+  const rpc = new RpcDispatcher<MethodContext>(log, batchLimitsOf(settings));
   registerMethods(rpc, {
     version: VERSION,
     socketPath: settings.socketPath,
@@ -150,7 +150,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     socketPath: settings.socketPath,
     listenFd,
     group: settings.socketGroup,
-    maxMessageBytes: settings.maxMessageBytes,
+    limits: connectionLimitsOf(settings),
     onMessage: (text, connection) => rpc.handleText(text, { connection }),
   });
   try {
@@ -198,7 +198,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
       builder.caps = capsOf(next);
       builder.redaction = redactionOf(next);
       store.setMaxTasks(next.maxTasks);
-      const needRestart = (['socketPath', 'socketGroup', 'dataDir', 'machineId', 'cloudUrl', 'cloudTokenFile', 'maxMessageBytes'] as const).filter((key) => next[key] !== settings[key]);
+      const needRestart = (['socketPath', 'socketGroup', 'dataDir', 'machineId', 'cloudUrl', 'cloudTokenFile', 'maxMessageBytes', 'maxConnections', 'handshakeTimeoutMs', 'maxClientOutputBytes', 'maxBufferedBytes', 'maxBatchRequests', 'maxBatchAnswerBytes', 'batchConcurrency'] as const).filter((key) => next[key] !== settings[key]);
       if (needRestart.length) log.warn('some changed settings take effect only after a restart', { settings: needRestart.join(',') });
       log.info('reloaded settings', { config: next.configFile ?? 'none', max_tasks: next.maxTasks, redact: next.redact });
     } catch (error) {
