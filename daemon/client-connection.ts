@@ -16,11 +16,11 @@ export interface ClientBounds {
 }
 
 /** Written straight to the socket below this much unflushed output; queued (and discardable) above. */
-const SOCKET_WATERMARK_BYTES = 1024 * 1024;
+const SOCKET_WATERMARK_BYTES = 64 * 1024;
 /** Messages of one connection being handled at once; past it the connection is not read. */
 const MAX_IN_FLIGHT = 64;
-/** A client cut off or closing gets this long to take its last message before its socket is destroyed. */
-const FAREWELL_MS = 1000;
+/** A client cut off gets this long to read its reason (its queue is dropped already) before its socket is destroyed. */
+const FAREWELL_MS = 5000;
 
 /**
  * What both framings share: an outbox that holds output above the socket's watermark (so a cut
