@@ -42,7 +42,8 @@ export function prepareSocketDirectory(dir: string, group?: { name: string; id: 
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ELOOP' || code === 'ENOTDIR') {
-      throw new UntrustedSocketDirectory(dir, `the socket directory ${dir} is ${code === 'ELOOP' ? 'a symbolic link' : 'not a directory'}; refusing to serve there. Remove it (rm ${dir}) so the daemon can create it, or pass --socket in a directory you own`);
+      const what = lstatSync(dir).isSymbolicLink() ? 'a symbolic link' : 'not a directory';
+      throw new UntrustedSocketDirectory(dir, `the socket directory ${dir} is ${what}; refusing to serve there. Remove it (rm ${dir}) so the daemon can create it, or pass --socket in a directory you own`);
     }
     throw error;
   }
