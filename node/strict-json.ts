@@ -3,9 +3,10 @@
  * means one thing: a duplicate key (JSON.parse keeps the last one) and a lone UTF-16 surrogate
  * escape (`"\ud800"`, which no UTF-8 reader can reproduce, so other verifiers' hashes differ).
  *
- * Fast path: one walk of the parsed value counts its keys; a duplicate needs more `:` in the text
- * than keys in the value, so the exact scan of the text runs only when colons appear inside
- * strings too. Strings are checked for surrogates only when the text holds such an escape.
+ * Fast path: one walk of the parsed value counts its keys and the colons in its strings; a
+ * duplicate key means more `:` in the text than those, so the exact scan of the text runs only
+ * when the counts differ or `\u` escapes make them unreliable. Strings are checked for
+ * surrogates only when the text holds such an escape.
  */
 
 export type JsonPath = (string | number)[];
@@ -39,29 +40,46 @@ export function parseStrictJson(text: string): StrictJson {
     if (typeof value === 'string' && !wellFormed(value)) problems.push({ path: [], message: 'holds a lone UTF-16 surrogate' });
     return { value, problems };
   }
-  const checkStrings = text.includes('\\u') && SURROGATE_ESCAPE.test(text);
-  const keys = walk(value, checkStrings, problems);
-  if (colonCount(text) > keys) problems.push(...duplicateKeys(text));
+  const escapes = text.includes('\\u');
+  const { keys, colonsInStrings } = walk(value, escapes && SURROGATE_ESCAPE.test(text), problems);
+  // Without \u escapes every colon of a kept string is in the text: the text's colons are one per
+  // key written plus those in strings (kept or overwritten), so equality proves no key repeats.
+  if (escapes || colonCount(text) !== keys + colonsInStrings) problems.push(...duplicateKeys(text));
   return { value, problems };
 }
 
-/** Counts the keys of every object in the value; records lone surrogates when asked to look. */
-function walk(root: object, checkStrings: boolean, problems: JsonProblem[]): number {
+/**
+ * Counts the keys of every object in the value and the colons inside its strings (keys and
+ * values); records lone surrogates when asked to look.
+ */
+function walk(root: object, checkStrings: boolean, problems: JsonProblem[]): { keys: number; colonsInStrings: number } {
   let keys = 0;
+  let colonsInStrings = 0;
   const stack: Node[] = [{ value: root, parent: null, key: '' }];
-  const badString = (text: string, node: Node, key: string | number, what: string) => {
+  const check = (text: string, node: Node, key: string | number, what: string) => {
     if (!wellFormed(text)) problems.push({ path: [...pathOf(node), key], message: `${what} holds a lone UTF-16 surrogate` });
   };
+  const visit = (node: Node, key: string | number, item: unknown) => {
+    if (item !== null && typeof item === 'object') stack.push({ value: item, parent: node, key });
+    else if (typeof item === 'string') {
+      colonsInStrings += colonCount(item);
+      if (checkStrings) check(item, node, key, 'the value');
+    }
+  };
   for (let node = stack.pop(); node; node = stack.pop()) {
-    const entries: [string | number, unknown][] = Array.isArray(node.value) ? node.value.map((item, index) => [index, item]) : Object.entries(node.value);
-    if (!Array.isArray(node.value)) keys += entries.length;
-    for (const [key, item] of entries) {
-      if (checkStrings && typeof key === 'string') badString(key, node, key, 'the key');
-      if (item !== null && typeof item === 'object') stack.push({ value: item, parent: node, key });
-      else if (checkStrings && typeof item === 'string') badString(item, node, key, 'the value');
+    const value = node.value;
+    if (Array.isArray(value)) {
+      for (let index = 0; index < value.length; index++) visit(node, index, value[index]);
+      continue;
+    }
+    for (const key in value) {
+      keys++;
+      colonsInStrings += colonCount(key);
+      if (checkStrings) check(key, node, key, 'the key');
+      visit(node, key, (value as Record<string, unknown>)[key]);
     }
   }
-  return keys;
+  return { keys, colonsInStrings };
 }
 
 function pathOf(node: Node): JsonPath {
@@ -104,8 +122,7 @@ function duplicateKeys(text: string): JsonProblem[] {
     } else if (char === 0x22 /* " */) {
       const end = closingQuote(text, at);
       if (top?.keys && top.expectingKey) {
-        const raw = text.slice(at, end + 1);
-        const key = raw.includes('\\') ? (JSON.parse(raw) as string) : raw.slice(1, -1);
+        const key = hasBackslash(text, at + 1, end) ? (JSON.parse(text.slice(at, end + 1)) as string) : text.slice(at + 1, end);
         if (top.keys.has(key)) problems.push({ path: [...frames.slice(0, -1).map((frame) => frame.key), key], message: `duplicate key "${key}"` });
         top.keys.add(key);
         top.key = key;
@@ -115,6 +132,11 @@ function duplicateKeys(text: string): JsonProblem[] {
     } else at++;
   }
   return problems;
+}
+
+function hasBackslash(text: string, from: number, to: number): boolean {
+  for (let at = from; at < to; at++) if (text.charCodeAt(at) === 0x5c) return true;
+  return false;
 }
 
 /** Index of the quote that closes the string opening at `start`. */
