@@ -1,5 +1,9 @@
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, statSync, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
+import { lookupUser } from './account-lookup.js';
+
+/** The system service's user (systemd/sysusers.d): a socket directory it owns is the system daemon's. */
+const SERVICE_USER = 'taskhistory';
 
 /**
  * Whoever can write the socket's directory can move the socket aside and listen in its place,
@@ -71,8 +75,9 @@ export function prepareSocketDirectory(dir: string, group?: { name: string; id: 
 
 /**
  * The client's check before it sends anything: the socket's directory (and, if it is a symlink,
- * the link and its target) must be owned by root or by the caller, and not writable by others
- * unless sticky. A missing directory passes: connecting then fails as "no daemon".
+ * the link and its target) must be owned by root, the caller or the `taskhistory` service user,
+ * and not writable by others unless sticky. A missing directory passes: connecting then fails as
+ * "no daemon".
  */
 export function checkSocketDirectory(socketPath: string): void {
   const dir = dirname(socketPath);
@@ -85,8 +90,8 @@ export function checkSocketDirectory(socketPath: string): void {
   }
   for (const found of link.isSymbolicLink() ? [link, statOrNull(dir)] : [link]) {
     if (!found) return;
-    if (found.uid !== 0 && found.uid !== uid) {
-      throw new UntrustedSocketDirectory(dir, `not connecting to ${socketPath}: its directory ${dir} is owned by uid ${found.uid}, neither root nor you (uid ${uid}), so its owner could be listening in the daemon's place. Remove the directory (as root: rm -r ${dir}) and restart the daemon, or point --socket / TASKHISTORY_SOCKET at a socket in a directory root or you own`);
+    if (found.uid !== 0 && found.uid !== uid && found.uid !== lookupUser(SERVICE_USER)?.id) {
+      throw new UntrustedSocketDirectory(dir, `not connecting to ${socketPath}: its directory ${dir} is owned by uid ${found.uid}, neither root nor you (uid ${uid}) nor the ${SERVICE_USER} service user, so its owner could be listening in the daemon's place. Remove the directory (as root: rm -r ${dir}) and restart the daemon, or point --socket / TASKHISTORY_SOCKET at a socket in a directory root or you own`);
     }
     if ((found.mode & 0o002) !== 0 && (found.mode & 0o1000) === 0) {
       throw new UntrustedSocketDirectory(dir, `not connecting to ${socketPath}: its directory ${dir} is writable by everyone (mode ${octal(found.mode)}), so anyone could replace the socket. Fix it (chmod o-w ${dir}) or use another socket`);

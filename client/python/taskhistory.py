@@ -10,6 +10,7 @@ line each way. Answers are matched by id; ``event`` notifications arriving in be
 
 import json
 import os
+import pwd
 import select
 import socket
 import stat
@@ -53,6 +54,7 @@ SUBSCRIPTION_NOT_FOUND = 1006
 CONNECTION_LIMIT = 1007
 
 SYSTEM_SOCKET_PATH = "/run/taskhistory/taskhistoryd.sock"
+SERVICE_USER = "taskhistory"
 EVENT_NOTIFICATION = "event"
 _RECV_BYTES = 65536
 
@@ -105,7 +107,7 @@ class UntrustedSocketDirectoryError(TaskHistoryError):
 
 def check_socket_directory(socket_path: str) -> None:
     """Before sending anything, as node/socket-directory.ts checkSocketDirectory: the socket's directory
-    (and the target of a symlinked one) must be owned by root or the caller, and not writable by
+    (and the target of a symlinked one) must be owned by root, the caller or the taskhistory service user, and not writable by
     everyone unless sticky; otherwise whoever owns it could be listening in the daemon's place."""
     directory = os.path.dirname(socket_path) or "."
     uid = os.geteuid()
@@ -118,11 +120,16 @@ def check_socket_directory(socket_path: str) -> None:
             found.append(os.stat(directory))
         except OSError:
             return
+    trusted = {0, uid}
+    try:
+        trusted.add(pwd.getpwnam(SERVICE_USER).pw_uid)
+    except KeyError:
+        pass
     for entry in found:
-        if entry.st_uid not in (0, uid):
+        if entry.st_uid not in trusted:
             raise UntrustedSocketDirectoryError(
                 directory,
-                "not connecting to %s: its directory %s is owned by uid %d, neither root nor you (uid %d), "
+                "not connecting to %s: its directory %s is owned by uid %d, neither root nor you (uid %d) nor the taskhistory service user, "
                 "so its owner could be listening in the daemon's place. Remove the directory (as root: rm -r %s) "
                 "and restart the daemon, or point TASKHISTORY_SOCKET at a socket in a directory root or you own"
                 % (socket_path, directory, entry.st_uid, uid, directory),
