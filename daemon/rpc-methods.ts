@@ -6,7 +6,6 @@ import { recentTasks } from '../protocol/task-view.js';
 import type { RecordBuilder } from './record-builder.js';
 import pLimit from 'p-limit';
 import type { RpcDispatcher } from '../node/rpc-dispatch.js';
-import { verifyDataFileInWorker } from '../node/verify-in-worker.js';
 import type { Connection } from './client-connection.js';
 import type { TaskStore } from './store.js';
 import type { SubscriptionHub } from './subscriptions.js';
@@ -53,7 +52,7 @@ export function registerMethods(rpc: RpcDispatcher<MethodContext>, parts: Daemon
     }
     return { unsubscribed: true };
   });
-  rpc.register(Methods.verify, () => wholeLog(() => store.withDiskLock(() => verifyDataFileInWorker(parts.dataFile))));
+  rpc.register(Methods.verify, () => wholeLog(() => store.verifyOnDisk()));
   rpc.register(Methods.redactionRules, () => ({
     enabled: parts.builder.redaction.enabled,
     rules: redactionRuleInfo([...BUILTIN_REDACTION_RULES, ...parts.builder.redaction.rules.filter((rule) => rule.source === 'config')]),

@@ -6,7 +6,7 @@ import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import type { CompleteTaskInput, CreateTaskInput, LogStepInput } from '../protocol/methods.js';
 import { chainRecord, type ChainPoint, type ChainRecord, type UnchainedRecord } from '../protocol/records.js';
 import type { TaskView } from '../protocol/task-view.js';
-import { verifyDataFileOnDisk } from '../node/verify-files.js';
+import { verifyDataFileInWorker } from '../node/verify-in-worker.js';
 import { ChainState } from './chain-state.js';
 import { DurableJsonFile } from './checkpoint-file.js';
 import { Journal, JournalDamaged } from './journal.js';
@@ -385,9 +385,9 @@ export class TaskStore {
     return run;
   }
 
-  /** Verifies what is on disk: the checkpoint and the journal. */
+  /** Verifies what is on disk: the checkpoint and the journal (on a worker thread: it reads the whole log). */
   verifyOnDisk() {
-    return this.withDiskLock(async () => verifyDataFileOnDisk(this.options.dataFile));
+    return this.withDiskLock(() => verifyDataFileInWorker(this.options.dataFile));
   }
 
   /** Refuses new records, waits for the ones in flight, writes a last checkpoint. */

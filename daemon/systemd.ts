@@ -83,11 +83,15 @@ export function startWatchdog(env: NodeJS.ProcessEnv = process.env): (() => void
   if (env.WATCHDOG_PID !== undefined && env.WATCHDOG_PID !== String(process.pid)) return null;
   const intervalMs = Math.max(1, Math.floor(periodUsec / 1000 / 4));
   let due = Date.now() + intervalMs;
+  let pinging = false;
   const timer = setInterval(() => {
     const lateMs = Date.now() - due;
     if (lateMs > intervalMs) log.warn('the event loop stalled; the systemd watchdog fires at a stall of its whole period', { stalled_ms: lateMs, watchdog_ms: Math.round(periodUsec / 1000) });
     due = Date.now() + intervalMs;
-    void notifySystemd('WATCHDOG=1');
+    // One ping at a time: on a loaded machine notify processes must not pile up.
+    if (pinging) return;
+    pinging = true;
+    void notifySystemd('WATCHDOG=1').finally(() => (pinging = false));
   }, intervalMs);
   timer.unref();
   log.info('systemd watchdog on', { interval_ms: intervalMs });

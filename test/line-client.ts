@@ -50,6 +50,18 @@ export class LineClient {
     });
   }
 
+  /** Every line that arrives until none has for `quietMs`. */
+  async drain(quietMs: number): Promise<any[]> {
+    const lines: unknown[] = [];
+    for (;;) {
+      try {
+        lines.push(await this.next(quietMs));
+      } catch {
+        return lines;
+      }
+    }
+  }
+
   /** Writes one line and returns the next line read. */
   async exchange(line: string): Promise<any> {
     this.write(`${line}\n`);
