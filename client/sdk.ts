@@ -10,6 +10,7 @@ import {
 } from '../protocol/methods.js';
 import { resolveSocketPath, socketUrl } from '../protocol/paths.js';
 import { currentPathEnvironment } from '../node/path-environment.js';
+import { checkSocketDirectory } from '../node/socket-directory.js';
 
 export interface ConnectOptions {
   /** Overrides TASKHISTORY_SOCKET and the default socket path. */
@@ -95,6 +96,7 @@ export class TaskHistoryClient {
     const socketPath = resolveSocketPath(options.socketPath, currentPathEnvironment());
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     return new Promise((resolve, reject) => {
+      checkSocketDirectory(socketPath); // before sending anything: a socket others could have planted
       const ws = new WebSocket(socketUrl(socketPath), { handshakeTimeout: timeoutMs });
       const fail = (error: Error & { code?: string }) => {
         ws.removeAllListeners();

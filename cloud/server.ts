@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { CLOUD_SYNC_PATH } from '../protocol/cloud-methods.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TASKS } from '../protocol/limits.js';
+import { parserErrorStatus, refuseHttp, requestPath, requestQuery } from '../node/http-refusal.js';
 import { log } from '../node/log.js';
 import { RpcDispatcher } from '../node/rpc-dispatch.js';
 import type { CloudStorage } from './storage.js';
@@ -47,6 +48,7 @@ export class CloudServer {
       });
     });
     this.http.on('upgrade', (req, socket, head) => this.upgrade(req, socket, head));
+    this.http.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => refuseHttp(socket, parserErrorStatus(error)));
   }
 
   /** Listens and returns the WebSocket sync URL. */
@@ -73,12 +75,17 @@ export class CloudServer {
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => undefined);
-    if (new URL(req.url ?? '/', 'http://endpoint').pathname !== CLOUD_SYNC_PATH) {
-      return refuseUpgrade(socket, 404, 'Not Found');
+    try {
+      const path = requestPath(req.url);
+      if (path === null) return refuseHttp(socket, 400);
+      if (path !== CLOUD_SYNC_PATH) return refuseHttp(socket, 404);
+      const principal = this.options.tokens.principalFor(req.headers.authorization);
+      if (!principal) return refuseHttp(socket, 401, '', { 'WWW-Authenticate': 'Bearer' });
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.serveSocket(ws, principal));
+    } catch (error) {
+      log.warn('refused a WebSocket upgrade that could not be handled', { error: (error as Error).message });
+      refuseHttp(socket, 400);
     }
-    const principal = this.options.tokens.principalFor(req.headers.authorization);
-    if (!principal) return refuseUpgrade(socket, 401, 'Unauthorized');
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.serveSocket(ws, principal));
   }
 
   private serveSocket(ws: WebSocket, principal: Principal): void {
@@ -108,19 +115,20 @@ export class CloudServer {
   }
 
   private async serveHttp(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://endpoint');
-    const route = TASK_HISTORY_ROUTE.exec(url.pathname);
-    if (!route) return sendJson(res, 404, { error: `no such resource: ${url.pathname}` });
+    const pathname = requestPath(req.url);
+    if (pathname === null) return sendJson(res, 400, { error: 'the request target must be a path' });
+    const route = TASK_HISTORY_ROUTE.exec(pathname);
+    if (!route) return sendJson(res, 404, { error: `no such resource: ${pathname}` });
     if (req.method !== 'GET') return sendJson(res, 405, { error: 'only GET is served here' }, { allow: 'GET' });
     const principal = this.options.tokens.principalFor(req.headers.authorization);
     if (!principal) {
       return sendJson(res, 401, { error: 'missing or unknown bearer token' }, { 'www-authenticate': 'Bearer' });
     }
     const machineId = decodedSegment(route[1]);
-    if (machineId === null) return sendJson(res, 400, { error: `the machine id in ${url.pathname} is not valid percent-encoding` });
+    if (machineId === null) return sendJson(res, 400, { error: `the machine id in ${pathname} is not valid percent-encoding` });
     const refusal = readRefusal(principal, machineId);
     if (refusal) return sendJson(res, 403, { error: refusal });
-    const maxTasksText = url.searchParams.get('max_tasks');
+    const maxTasksText = requestQuery(req.url as string).get('max_tasks');
     const maxTasks = maxTasksText === null ? DEFAULT_MAX_TASKS : Number(maxTasksText);
     if (!Number.isSafeInteger(maxTasks) || maxTasks < 1) {
       return sendJson(res, 400, { error: `max_tasks must be a positive integer, not ${JSON.stringify(maxTasksText)}` });
@@ -150,9 +158,4 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
-}
-
-function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
-  const extra = status === 401 ? 'WWW-Authenticate: Bearer\r\n' : '';
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\n${extra}Connection: close\r\nContent-Length: 0\r\n\r\n`);
 }

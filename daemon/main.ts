@@ -16,7 +16,7 @@ import { resolveMachineId } from './machine-id.js';
 import { RecordBuilder, type FieldCaps, type RedactionSettings } from './record-builder.js';
 import { RpcDispatcher } from '../node/rpc-dispatch.js';
 import { registerMethods, type MethodContext } from './rpc-methods.js';
-import { daemonCommand, resolveSettings, SettingsError, type Settings } from './settings.js';
+import { batchLimitsOf, connectionLimitsOf, daemonCommand, resolveSettings, SettingsError, type Settings } from './settings.js';
 import { SocketInUse, SocketServer } from './socket-server.js';
 import { StoreDamaged, TaskStore } from './store.js';
 import { socketAccepts } from '../node/socket-probe.js';
@@ -131,7 +131,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   // The replay at start trims too: it holds what the cloud cursor (read once, by the sync) lacks.
   if (cloud) store.holdUnackedAbove(Math.max(restoredSeq, cloud.status().acked_seq));
 
-  const rpc = new RpcDispatcher<MethodContext>(log);
+  const rpc = new RpcDispatcher<MethodContext>(log, batchLimitsOf(settings));
   registerMethods(rpc, {
     version: VERSION,
     socketPath: settings.socketPath,
@@ -147,7 +147,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     socketPath: settings.socketPath,
     listenFd,
     group: settings.socketGroup,
-    maxMessageBytes: settings.maxMessageBytes,
+    limits: connectionLimitsOf(settings),
     onMessage: (text, connection) => rpc.handleText(text, { connection }),
   });
 
@@ -202,7 +202,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
       builder.caps = capsOf(next);
       builder.redaction = redactionOf(next);
       store.setMaxTasks(next.maxTasks);
-      const needRestart = (['socketPath', 'socketGroup', 'dataDir', 'machineId', 'cloudUrl', 'cloudTokenFile', 'maxMessageBytes'] as const).filter((key) => next[key] !== settings[key]);
+      const needRestart = (['socketPath', 'socketGroup', 'dataDir', 'machineId', 'cloudUrl', 'cloudTokenFile', 'maxMessageBytes', 'maxConnections', 'handshakeTimeoutMs', 'maxClientOutputBytes', 'maxBufferedBytes', 'maxBatchRequests', 'maxBatchAnswerBytes', 'batchConcurrency'] as const).filter((key) => next[key] !== settings[key]);
       if (needRestart.length) log.warn('some changed settings take effect only after a restart', { settings: needRestart.join(',') });
       log.info('reloaded settings', { config: next.configFile ?? 'none', max_tasks: next.maxTasks, redact: next.redact });
     } catch (error) {

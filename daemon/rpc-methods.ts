@@ -4,8 +4,9 @@ import { DEFAULT_RECENT_COUNT } from '../protocol/limits.js';
 import { redactionRuleInfo, BUILTIN_REDACTION_RULES } from '../protocol/redaction.js';
 import { recentTasks } from '../protocol/task-view.js';
 import type { RecordBuilder } from './record-builder.js';
+import pLimit from 'p-limit';
 import type { RpcDispatcher } from '../node/rpc-dispatch.js';
-import type { Connection } from './socket-server.js';
+import type { Connection } from './client-connection.js';
 import type { TaskStore } from './store.js';
 import type { SubscriptionHub } from './subscriptions.js';
 import type { TamperWatch } from './tamper-watch.js';
@@ -29,15 +30,20 @@ export interface DaemonParts {
 /** The daemon's methods: the original TaskHistory model, plus status, subscriptions and verify. */
 export function registerMethods(rpc: RpcDispatcher<MethodContext>, parts: DaemonParts): void {
   const { store, subscriptions } = parts;
+  // Calls that read the whole log run one at a time, so that many of them cannot take the memory
+  // and the event loop every client's writes need (verify runs on a worker thread besides).
+  const wholeLog = pLimit(1);
   rpc.register(Methods.createTask, (params) => store.createTask(params));
   rpc.register(Methods.logStep, (params) => store.logStep(params));
   rpc.register(Methods.completeTask, (params) => store.completeTask(params));
   rpc.register(Methods.getTask, (params) => store.getTask(params.task_id));
   rpc.register(Methods.getRecent, (params) => recentTasks(store.tasks, params.count ?? DEFAULT_RECENT_COUNT));
-  rpc.register(Methods.toDict, () => {
-    const tasks = store.tasks;
-    return { tasks, count: tasks.length, max_tasks: store.maxTasks };
-  });
+  rpc.register(Methods.toDict, () =>
+    wholeLog(() => {
+      const tasks = store.tasks;
+      return { tasks, count: tasks.length, max_tasks: store.maxTasks };
+    }),
+  );
   rpc.register(Methods.status, () => status(parts));
   rpc.register(Methods.subscribe, (params, context) => ({ subscription: subscriptions.subscribe(context.connection, params.task_id) }));
   rpc.register(Methods.unsubscribe, (params, context) => {
@@ -46,7 +52,7 @@ export function registerMethods(rpc: RpcDispatcher<MethodContext>, parts: Daemon
     }
     return { unsubscribed: true };
   });
-  rpc.register(Methods.verify, () => store.verifyOnDisk());
+  rpc.register(Methods.verify, () => wholeLog(() => store.verifyOnDisk()));
   rpc.register(Methods.redactionRules, () => ({
     enabled: parts.builder.redaction.enabled,
     rules: redactionRuleInfo([...BUILTIN_REDACTION_RULES, ...parts.builder.redaction.rules.filter((rule) => rule.source === 'config')]),

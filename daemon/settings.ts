@@ -5,6 +5,8 @@ import { dataFilePath, resolveDataDir, resolveSocketPath } from '../protocol/pat
 import { compileUserRules, type RedactionRule } from '../protocol/redaction.js';
 import { parseLogLevel, type LogLevel } from '../node/log.js';
 import { currentPathEnvironment } from '../node/path-environment.js';
+import type { BatchLimits } from '../node/rpc-dispatch.js';
+import type { ConnectionLimits } from './socket-server.js';
 
 export interface Settings {
   socketPath: string;
@@ -18,6 +20,13 @@ export interface Settings {
   commandCapBytes: number;
   planCapBytes: number;
   maxMessageBytes: number;
+  maxConnections: number;
+  handshakeTimeoutMs: number;
+  maxClientOutputBytes: number;
+  maxBufferedBytes: number;
+  maxBatchRequests: number;
+  maxBatchAnswerBytes: number;
+  batchConcurrency: number;
   checkpointIdleMs: number;
   checkpointJournalBytes: number;
   logLevel: LogLevel;
@@ -41,6 +50,14 @@ const DEFAULT_COMMAND_CAP_BYTES = 64 * 1024;
 const DEFAULT_PLAN_CAP_BYTES = 1024 * 1024;
 const DEFAULT_CLOUD_RETRY_MAX_MS = 30_000;
 const DEFAULT_RESTORE_TIMEOUT_MS = 10_000;
+/** Bounds on connections and batches (README, "Security"). */
+const DEFAULT_MAX_CONNECTIONS = 1000;
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+const DEFAULT_MAX_CLIENT_OUTPUT_BYTES = 32 * 1024 * 1024;
+const DEFAULT_MAX_BUFFERED_BYTES = 512 * 1024 * 1024;
+const DEFAULT_MAX_BATCH_REQUESTS = 1000;
+const DEFAULT_MAX_BATCH_ANSWER_BYTES = 16 * 1024 * 1024;
+const DEFAULT_BATCH_CONCURRENCY = 32;
 /** Records and bytes per batch pushed to the cloud. */
 export const CLOUD_BATCH_RECORDS = 2000;
 export const CLOUD_BATCH_BYTES = 4 * 1024 * 1024;
@@ -56,6 +73,13 @@ const OPTIONS: { key: keyof Settings; name: string; kind: Kind; help: string; fa
   { key: 'commandCapBytes', name: 'command-cap-bytes', kind: 'int', help: 'cap on a step command', fallback: DEFAULT_COMMAND_CAP_BYTES },
   { key: 'planCapBytes', name: 'plan-cap-bytes', kind: 'int', help: 'largest planned-steps list accepted', fallback: DEFAULT_PLAN_CAP_BYTES },
   { key: 'maxMessageBytes', name: 'max-message-bytes', kind: 'int', help: 'largest WebSocket message or JSON line', fallback: DEFAULT_MAX_MESSAGE_BYTES },
+  { key: 'maxConnections', name: 'max-connections', kind: 'int', help: 'connections served at once; more are refused (503 or a 1007 error line)', fallback: DEFAULT_MAX_CONNECTIONS },
+  { key: 'handshakeTimeoutMs', name: 'handshake-timeout-ms', kind: 'int', help: 'a connection must complete its WebSocket upgrade or first line within this long', fallback: DEFAULT_HANDSHAKE_TIMEOUT_MS },
+  { key: 'maxClientOutputBytes', name: 'max-client-output-bytes', kind: 'int', help: 'answers and events waiting for one client to read; past it the client is cut off', fallback: DEFAULT_MAX_CLIENT_OUTPUT_BYTES },
+  { key: 'maxBufferedBytes', name: 'max-buffered-bytes', kind: 'int', help: 'input and output held for all connections together; past it the largest holder is cut off', fallback: DEFAULT_MAX_BUFFERED_BYTES },
+  { key: 'maxBatchRequests', name: 'max-batch-requests', kind: 'int', help: 'requests in one batch; a longer batch is refused whole (1003)', fallback: DEFAULT_MAX_BATCH_REQUESTS },
+  { key: 'maxBatchAnswerBytes', name: 'max-batch-answer-bytes', kind: 'int', help: "once a batch's answer holds this much, its calls not yet started are refused unexecuted (1003)", fallback: DEFAULT_MAX_BATCH_ANSWER_BYTES },
+  { key: 'batchConcurrency', name: 'batch-concurrency', kind: 'int', help: 'calls of one batch running at once', fallback: DEFAULT_BATCH_CONCURRENCY },
   { key: 'checkpointIdleMs', name: 'checkpoint-idle-ms', kind: 'int', help: 'rewrite task_history.json after this long without commits', fallback: 1000 },
   { key: 'checkpointJournalBytes', name: 'checkpoint-journal-bytes', kind: 'int', help: '...or once the journal has grown this much', fallback: 64 * 1024 * 1024 },
   { key: 'logLevel', name: 'log-level', kind: 'string', help: 'error, warn, info or debug', fallback: 'info' },
@@ -166,4 +190,18 @@ function readConfig(file: string): Record<string, unknown> {
   const unknown = Object.keys(parsed).filter((key) => !known.has(key));
   if (unknown.length) throw new SettingsError(`config file ${file} has unknown keys: ${unknown.join(', ')}`);
   return parsed as Record<string, unknown>;
+}
+
+export function connectionLimitsOf(settings: Settings): ConnectionLimits {
+  return {
+    maxMessageBytes: settings.maxMessageBytes,
+    maxConnections: settings.maxConnections,
+    handshakeTimeoutMs: settings.handshakeTimeoutMs,
+    maxClientOutputBytes: settings.maxClientOutputBytes,
+    maxBufferedBytes: settings.maxBufferedBytes,
+  };
+}
+
+export function batchLimitsOf(settings: Settings): BatchLimits {
+  return { maxEntries: settings.maxBatchRequests, maxAnswerBytes: settings.maxBatchAnswerBytes, concurrency: settings.batchConcurrency };
 }

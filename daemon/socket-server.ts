@@ -1,17 +1,31 @@
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { lchownSync, mkdtempSync, renameSync, rmSync, unlinkSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage } from 'node:http';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
-import { dirname } from 'node:path';
-import WebSocket, { WebSocketServer } from 'ws';
-import { ErrorCodes, ErrorMessages } from '../protocol/errors.js';
+import { dirname, join } from 'node:path';
+import { WebSocketServer } from 'ws';
+import { ErrorCodes } from '../protocol/errors.js';
+import { lookupGroup, type AccountEntry } from '../node/account-lookup.js';
+import { parserErrorStatus, refuseHttp, requestPath } from '../node/http-refusal.js';
 import { log } from '../node/log.js';
-import { socketAccepts } from '../node/socket-probe.js';
+import { prepareSocketDirectory } from '../node/socket-directory.js';
+import { removeStaleSocket } from '../node/socket-probe.js';
+import { BufferBudget } from './buffer-budget.js';
+import type { ClientConnection, Connection } from './client-connection.js';
+import { LineConnection } from './line-connection.js';
+import { WebSocketConnection } from './websocket-connection.js';
 
-/** One client, whichever framing it speaks. */
-export interface Connection {
-  readonly kind: 'websocket' | 'ndjson';
-  send(text: string): void;
-  onClose(listener: () => void): void;
+export type { Connection } from './client-connection.js';
+export { SocketInUse } from '../node/socket-probe.js';
+
+/** The bounds on connections; defaults and meaning in settings.ts and the README's security section. */
+export interface ConnectionLimits {
+  maxMessageBytes: number;
+  maxConnections: number;
+  /** A connection must complete its WebSocket upgrade or its first line within this long. */
+  handshakeTimeoutMs: number;
+  maxClientOutputBytes: number;
+  /** Input and output held for all connections together. */
+  maxBufferedBytes: number;
 }
 
 export interface SocketServerOptions {
@@ -20,20 +34,20 @@ export interface SocketServerOptions {
   listenFd: number | null;
   /** Group allowed to connect: socket 0660, directory 0750. Without it 0600 and 0700. */
   group?: string;
-  maxMessageBytes: number;
+  limits: ConnectionLimits;
   onMessage(text: string, connection: Connection): Promise<string | null>;
 }
 
-export class SocketInUse extends Error {}
-
-/** A client that stops reading is cut off once this much output waits for it. */
-const SLOW_CONSUMER_BYTES = 64 * 1024 * 1024;
 const CLOSE_GRACE_MS = 1000;
+/** Refusals of connections over the cap are logged at most this often. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
 
 /**
  * The daemon's Unix socket. One listener serves two framings: a connection whose first byte is
- * `{` or `[` speaks newline-delimited JSON-RPC; anything else is handed to the HTTP server, where
- * a WebSocket upgrade at `/` speaks one JSON-RPC message per text frame.
+ * `{` or `[` speaks newline-delimited JSON-RPC (LineConnection); anything else is handed to the
+ * HTTP server, where a WebSocket upgrade at `/` speaks one message per text frame
+ * (WebSocketConnection). Every connection is bounded (ConnectionLimits); nothing a client sends
+ * can throw past this file.
  */
 export class SocketServer {
   private readonly server: Server;
@@ -41,21 +55,20 @@ export class SocketServer {
     response.writeHead(426, { 'content-type': 'text/plain' }).end('taskhistoryd speaks JSON-RPC over WebSocket (path /) or newline-delimited JSON on this socket\n');
   });
   private readonly wss: WebSocketServer;
+  private readonly budget: BufferBudget;
   private readonly sockets = new Set<Socket>();
-  private readonly webSockets = new Set<WebSocket>();
-  private readonly lineSockets = new Set<Socket>();
+  private readonly connections = new Set<ClientConnection>();
+  /** Clears a socket's handshake deadline once it speaks the protocol. */
+  private readonly handshakeDone = new WeakMap<Socket, () => void>();
   private boundPath: string | null = null;
+  private lastRefusalLog = 0;
 
   constructor(private readonly options: SocketServerOptions) {
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: options.maxMessageBytes });
-    this.http.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => {
-      if (new URL(request.url ?? '/', 'http://localhost').pathname !== '/') {
-        socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-        return;
-      }
-      this.wss.handleUpgrade(request, socket, head, (ws) => this.serveWebSocket(ws));
-    });
-    this.http.on('clientError', (_error, socket: Socket) => socket.destroy());
+    const { limits } = options;
+    this.budget = new BufferBudget(limits.maxBufferedBytes);
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxMessageBytes });
+    this.http.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => this.upgrade(request, socket, head));
+    this.http.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => refuseHttp(socket, parserErrorStatus(error)));
     // Half-open: a line client may shut down its sending side and still read every answer.
     this.server = createNetServer({ allowHalfOpen: true }, (socket) => this.sniff(socket));
   }
@@ -66,27 +79,35 @@ export class SocketServer {
       await new Promise<void>((resolve, reject) => this.server.once('error', reject).listen({ fd: listenFd }, resolve));
       return;
     }
-    const gid = group === undefined ? undefined : groupId(group);
-    const dir = dirname(socketPath);
-    if (!existsSync(dir)) {
-      mkdirSync(dir, { recursive: true, mode: gid === undefined ? 0o700 : 0o750 });
-      if (gid !== undefined) chownSync(dir, -1, gid);
-    }
-    await removeStaleSocket(socketPath);
-    // Create the socket file without a window in which others could connect.
-    const previousUmask = process.umask(0o177);
+    const groupEntry = group === undefined ? undefined : socketGroup(group);
+    prepareSocketDirectory(dirname(socketPath), groupEntry);
+    if (await removeStaleSocket(socketPath)) log.info('removed a stale socket left by a daemon that did not shut down', { socket: socketPath });
+    // Bind in a fresh private directory, give the socket its group there, then move it into place:
+    // its mode comes from the umask and nothing is ever changed through a path others could swap.
+    const bindDir = mkdtempSync(join(dirname(socketPath), '.b-'));
+    const bindPath = join(bindDir, 's');
     try {
-      await new Promise<void>((resolve, reject) => this.server.once('error', reject).listen(socketPath, resolve));
+      const previousUmask = process.umask(groupEntry ? 0o117 : 0o177);
+      try {
+        await new Promise<void>((resolve, reject) => this.server.once('error', reject).listen(bindPath, resolve));
+      } finally {
+        process.umask(previousUmask);
+      }
+      if (groupEntry) lchownSync(bindPath, -1, groupEntry.id);
+      renameSync(bindPath, socketPath);
+      this.boundPath = socketPath;
     } finally {
-      process.umask(previousUmask);
+      rmSync(bindDir, { recursive: true, force: true });
     }
-    this.boundPath = socketPath;
-    if (gid !== undefined) chownSync(socketPath, -1, gid);
-    chmodSync(socketPath, gid === undefined ? 0o600 : 0o660);
   }
 
   get connectionCount(): number {
     return this.sockets.size;
+  }
+
+  /** Bytes held for all connections together (see BufferBudget). */
+  get bufferedBytes(): number {
+    return this.budget.heldBytes;
   }
 
   /** Stops accepting connections; clients already connected stay. */
@@ -97,8 +118,7 @@ export class SocketServer {
   /** Closes every client (WebSocket close 1001), then removes the socket file if we bound it. */
   async close(): Promise<void> {
     this.stopAccepting();
-    for (const ws of this.webSockets) ws.close(1001, 'taskhistoryd is shutting down');
-    for (const socket of this.lineSockets) socket.end();
+    for (const connection of this.connections) connection.close();
     const deadline = Date.now() + CLOSE_GRACE_MS;
     while (this.sockets.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     for (const socket of this.sockets) socket.destroy();
@@ -111,20 +131,77 @@ export class SocketServer {
     }
   }
 
+  /** Picks the framing by the first byte, bounding how long a connection may take to speak. */
   private sniff(socket: Socket): void {
+    const { limits } = this.options;
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     socket.on('error', () => socket.destroy());
+    const overCapacity = this.sockets.size > limits.maxConnections;
+    let onDeadline: () => void = () => socket.destroy(); // silent so far: a clean close
+    const deadline = setTimeout(() => onDeadline(), limits.handshakeTimeoutMs);
+    deadline.unref();
+    socket.once('close', () => clearTimeout(deadline));
+    this.handshakeDone.set(socket, () => clearTimeout(deadline));
     socket.once('data', (chunk: Buffer) => {
-      if (chunk[0] === 0x7b || chunk[0] === 0x5b) {
-        this.serveLines(socket, chunk);
+      const speaksLines = chunk[0] === 0x7b || chunk[0] === 0x5b;
+      if (overCapacity) return this.refuseOverCapacity(socket, speaksLines);
+      if (speaksLines) {
+        const connection = this.serveLines(socket);
+        onDeadline = () => void connection.cutOff(`no complete line within ${limits.handshakeTimeoutMs} ms of connecting`, 'timeout');
+        connection.take(chunk);
         return;
       }
+      onDeadline = () => void refuseHttp(socket, 408, `no complete WebSocket upgrade within ${limits.handshakeTimeoutMs} ms of connecting\n`);
       socket.pause();
       socket.unshift(chunk);
       this.http.emit('connection', socket);
       socket.resume();
     });
+  }
+
+  private refuseOverCapacity(socket: Socket, speaksLines: boolean): void {
+    const { maxConnections } = this.options.limits;
+    const reason = `taskhistoryd already serves its limit of ${maxConnections} connections; close some or raise --max-connections`;
+    if (Date.now() - this.lastRefusalLog > REFUSAL_LOG_INTERVAL_MS) {
+      this.lastRefusalLog = Date.now();
+      log.warn('refused connections over the limit', { max_connections: maxConnections });
+    }
+    if (!speaksLines) return refuseHttp(socket, 503, `${reason}\n`);
+    socket.end(`${JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: ErrorCodes.ConnectionLimit, message: `Connection refused: ${reason}`, data: { reason, limit: maxConnections } } })}\n`);
+    setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+  }
+
+  /** The WebSocket handshake: only `/` is served; any target, method or header set gets a 4xx, never a throw. */
+  private upgrade(request: IncomingMessage, socket: Socket, head: Buffer): void {
+    try {
+      const path = requestPath(request.url);
+      if (path === null) return refuseHttp(socket, 400, 'the request target must be a path; the WebSocket endpoint is /\n');
+      if (path !== '/') return refuseHttp(socket, 404, 'the WebSocket endpoint is /\n');
+      this.wss.handleUpgrade(request, socket, head, (ws) => {
+        this.handshakeDone.get(socket)?.();
+        this.track(new WebSocketConnection(ws, socket, this.bounds(), (text, connection) => this.dispatch(text, connection)));
+      });
+    } catch (error) {
+      log.warn('refused a WebSocket upgrade that could not be handled', { error: (error as Error).message });
+      refuseHttp(socket, 400);
+    }
+  }
+
+  private serveLines(socket: Socket): LineConnection {
+    const bounds = { ...this.bounds(), maxMessageBytes: this.options.limits.maxMessageBytes };
+    const connection = new LineConnection(socket, bounds, (line, self) => this.dispatch(line, self), () => this.handshakeDone.get(socket)?.());
+    this.track(connection);
+    return connection;
+  }
+
+  private bounds() {
+    return { maxOutputBytes: this.options.limits.maxClientOutputBytes, budget: this.budget };
+  }
+
+  private track(connection: ClientConnection): void {
+    this.connections.add(connection);
+    connection.onClose(() => this.connections.delete(connection));
   }
 
   private dispatch(text: string, connection: Connection): Promise<void> {
@@ -135,145 +212,12 @@ export class SocketServer {
       (error) => log.error('a message could not be handled', { error: String(error) }),
     );
   }
-
-  private serveWebSocket(ws: WebSocket): void {
-    this.webSockets.add(ws);
-    const closeListeners: (() => void)[] = [];
-    const connection: Connection = {
-      kind: 'websocket',
-      send: (text) => {
-        if (ws.readyState !== WebSocket.OPEN) return;
-        if (ws.bufferedAmount > SLOW_CONSUMER_BYTES) {
-          log.warn('cut off a client that stopped reading', { buffered_bytes: ws.bufferedAmount });
-          ws.terminate();
-          return;
-        }
-        ws.send(text);
-      },
-      onClose: (listener) => closeListeners.push(listener),
-    };
-    // An oversize or malformed frame emits 'error' (and ws closes with 1009/1002): never fatal.
-    ws.on('error', (error) => log.debug('websocket client error', { error: error.message }));
-    ws.on('message', (data, isBinary) => this.dispatch(isBinary ? Buffer.from(data as Buffer).toString('utf8') : data.toString(), connection));
-    ws.on('close', () => {
-      this.webSockets.delete(ws);
-      for (const listener of closeListeners) listener();
-    });
-  }
-
-  private serveLines(socket: Socket, first: Buffer): void {
-    const closeListeners: (() => void)[] = [];
-    const connection: Connection = {
-      kind: 'ndjson',
-      send: (text) => {
-        if (socket.destroyed || !socket.writable) return;
-        if (socket.writableLength > SLOW_CONSUMER_BYTES) {
-          log.warn('cut off a client that stopped reading', { buffered_bytes: socket.writableLength });
-          socket.destroy();
-          return;
-        }
-        socket.write(`${text}\n`);
-      },
-      onClose: (listener) => closeListeners.push(listener),
-    };
-    this.lineSockets.add(socket);
-    socket.once('close', () => {
-      this.lineSockets.delete(socket);
-      closeListeners.forEach((listener) => listener());
-    });
-    // After the client's end, answer what is in flight, then end our side too.
-    let inFlight = 0;
-    let clientEnded = false;
-    const endWhenAnswered = () => {
-      if (clientEnded && inFlight === 0) socket.end();
-    };
-    const onLine = (line: string) => {
-      inFlight++;
-      void this.dispatch(line, connection).finally(() => {
-        inFlight--;
-        endWhenAnswered();
-      });
-    };
-    const reader = new LineReader(this.options.maxMessageBytes, onLine, () =>
-      connection.send(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: ErrorCodes.PayloadTooLarge, message: ErrorMessages[ErrorCodes.PayloadTooLarge], data: { limit: this.options.maxMessageBytes } } })),
-    );
-    reader.push(first);
-    socket.on('data', (chunk: Buffer) => reader.push(chunk));
-    socket.once('end', () => {
-      reader.push(Buffer.from('\n')); // a last line without its newline still counts
-      clientEnded = true;
-      endWhenAnswered();
-    });
-  }
 }
 
-/** Splits a byte stream into `\n`-terminated lines of at most maxBytes; longer lines are skipped. */
-class LineReader {
-  private parts: Buffer[] = [];
-  private size = 0;
-  private skipping = false;
-
-  constructor(
-    private readonly maxBytes: number,
-    private readonly onLine: (line: string) => void,
-    private readonly onOversize: () => void,
-  ) {}
-
-  push(chunk: Buffer): void {
-    let start = 0;
-    for (let newline = chunk.indexOf(0x0a); newline !== -1; newline = chunk.indexOf(0x0a, start)) {
-      this.take(chunk.subarray(start, newline));
-      this.endLine();
-      start = newline + 1;
-    }
-    this.take(chunk.subarray(start));
-  }
-
-  private take(part: Buffer): void {
-    if (this.skipping || part.length === 0) return;
-    if (this.size + part.length > this.maxBytes) {
-      this.skipping = true;
-      this.parts = [];
-      this.size = 0;
-      return;
-    }
-    this.parts.push(part);
-    this.size += part.length;
-  }
-
-  private endLine(): void {
-    if (this.skipping) {
-      this.skipping = false;
-      this.onOversize();
-      return;
-    }
-    const line = Buffer.concat(this.parts, this.size).toString('utf8').trim();
-    this.parts = [];
-    this.size = 0;
-    if (line) this.onLine(line);
-  }
-}
-
-/** Removes a socket file left by a killed daemon; throws SocketInUse when a daemon answers on it. */
-async function removeStaleSocket(socketPath: string): Promise<void> {
-  let isSocket: boolean;
-  try {
-    isSocket = lstatSync(socketPath).isSocket();
-  } catch {
-    return; // nothing there
-  }
-  if (!isSocket) throw new SocketInUse(`${socketPath} exists and is not a socket; move it away or pass another --socket`);
-  if (await socketAccepts(socketPath)) throw new SocketInUse(`another taskhistoryd is already serving on ${socketPath}; stop it first or pass another --socket`);
-  unlinkSync(socketPath);
-  log.info('removed a stale socket left by a daemon that did not shut down', { socket: socketPath });
-}
-
-/** The numeric id of a group name (or a number given as text), from /etc/group. */
-function groupId(group: string): number {
-  if (/^\d+$/.test(group)) return Number(group);
-  const line = readFileSync('/etc/group', 'utf8')
-    .split('\n')
-    .find((entry) => entry.split(':')[0] === group);
-  if (!line) throw new Error(`socket group "${group}" does not exist in /etc/group; create it (groupadd ${group}) or drop --socket-group`);
-  return Number(line.split(':')[2]);
+/** The socket's group through the system's resolver; a bare number that names no group is used as a gid. */
+function socketGroup(group: string): AccountEntry {
+  const entry = lookupGroup(group);
+  if (entry) return entry;
+  if (/^\d+$/.test(group)) return { name: group, id: Number(group) };
+  throw new Error(`socket group "${group}" does not exist (getent group ${group} finds nothing); create it (groupadd ${group}) or drop --socket-group`);
 }

@@ -9,7 +9,7 @@ import type { TaskView } from '../protocol/task-view.js';
 import { NotARegularFile } from '../node/durable-files.js';
 import { log } from '../node/log.js';
 import { sha256Hex } from '../node/sha256.js';
-import { verifyDataFileOnDisk } from '../node/verify-files.js';
+import { verifyDataFileInWorker } from '../node/verify-in-worker.js';
 import { ChainPointFile } from './chain-point-file.js';
 import { ChainState } from './chain-state.js';
 import type { Checkpointer } from './checkpointer.js';
@@ -306,9 +306,9 @@ export class TaskStore implements Lifecycle {
     return this.checkpointer.checkpoint(this.snapshot, force);
   }
 
-  /** Verifies what is on disk: the checkpoint and the journal. */
+  /** Verifies what is on disk: the checkpoint and the journal (on a worker thread: it reads the whole log). */
   verifyOnDisk() {
-    return this.checkpointer.withDiskLock(async () => verifyDataFileOnDisk(this.options.dataFile));
+    return this.checkpointer.withDiskLock(() => verifyDataFileInWorker(this.options.dataFile));
   }
 
   /** Refuses new records, waits for the ones in flight. */

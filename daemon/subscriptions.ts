@@ -1,6 +1,6 @@
 import { EVENT_NOTIFICATION, type EventParams } from '../protocol/methods.js';
 import type { ChainRecord } from '../protocol/records.js';
-import type { Connection } from './socket-server.js';
+import type { Connection } from './client-connection.js';
 
 interface Subscription {
   connection: Connection;
@@ -29,14 +29,22 @@ export class SubscriptionHub {
     return this.subscriptions.delete(id);
   }
 
+  /**
+   * Sends each record to its subscribers. Each record is serialized once for all of them; a
+   * subscriber that stops reading is cut off by its connection's output bound, naming why.
+   */
   publish(records: ChainRecord[]): void {
     if (this.subscriptions.size === 0) return;
+    const bodies = records.map((record) => {
+      const taskId = 'task_id' in record ? record.task_id : null;
+      const rest: Omit<EventParams, 'subscription'> = { type: record.type, task_id: taskId, seq: record.seq, hash: record.hash, ts: record.ts, record };
+      return { taskId, json: JSON.stringify(rest).slice(1) };
+    });
     for (const [id, { connection, taskId }] of this.subscriptions) {
-      for (const record of records) {
-        const recordTaskId = 'task_id' in record ? record.task_id : null;
-        if (taskId !== undefined && recordTaskId !== taskId) continue;
-        const params: EventParams = { subscription: id, type: record.type, task_id: recordTaskId, seq: record.seq, hash: record.hash, ts: record.ts, record };
-        connection.send(JSON.stringify({ jsonrpc: '2.0', method: EVENT_NOTIFICATION, params }));
+      const head = `{"jsonrpc":"2.0","method":${JSON.stringify(EVENT_NOTIFICATION)},"params":{"subscription":${JSON.stringify(id)},`;
+      for (const body of bodies) {
+        if (taskId !== undefined && body.taskId !== taskId) continue;
+        connection.send(`${head}${body.json}}`);
       }
     }
   }

@@ -71,15 +71,28 @@ export function notifySystemd(...assignments: string[]): Promise<void> {
 
 /**
  * When the unit sets WatchdogSec (WATCHDOG_USEC, for this process per WATCHDOG_PID), sends
- * WATCHDOG=1 every half period from the event loop, so a stuck loop gets the service restarted.
+ * WATCHDOG=1 every quarter period from the event loop, so a stuck loop gets the service restarted
+ * while a ping that is slow to deliver (systemd-notify is a child process) or a loop held for up
+ * to half the period does not. A tick that comes late by more than a quarter period is logged:
+ * the loop stalled that long, and half as long again would have tripped the watchdog.
  * Returns the function that stops the pings, or null when no watchdog is configured.
  */
 export function startWatchdog(env: NodeJS.ProcessEnv = process.env): (() => void) | null {
   const periodUsec = Number(env.WATCHDOG_USEC);
   if (!Number.isFinite(periodUsec) || periodUsec <= 0) return null;
   if (env.WATCHDOG_PID !== undefined && env.WATCHDOG_PID !== String(process.pid)) return null;
-  const intervalMs = Math.max(1, Math.floor(periodUsec / 1000 / 2));
-  const timer = setInterval(() => void notifySystemd('WATCHDOG=1'), intervalMs);
+  const intervalMs = Math.max(1, Math.floor(periodUsec / 1000 / 4));
+  let due = Date.now() + intervalMs;
+  let pinging = false;
+  const timer = setInterval(() => {
+    const lateMs = Date.now() - due;
+    if (lateMs > intervalMs) log.warn('the event loop stalled; the systemd watchdog fires at a stall of its whole period', { stalled_ms: lateMs, watchdog_ms: Math.round(periodUsec / 1000) });
+    due = Date.now() + intervalMs;
+    // One ping at a time: on a loaded machine notify processes must not pile up.
+    if (pinging) return;
+    pinging = true;
+    void notifySystemd('WATCHDOG=1').finally(() => (pinging = false));
+  }, intervalMs);
   timer.unref();
   log.info('systemd watchdog on', { interval_ms: intervalMs });
   return () => clearInterval(timer);

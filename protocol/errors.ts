@@ -25,6 +25,8 @@ export const ErrorCodes = {
   ShuttingDown: 1005,
   /** No subscription with that id on this connection. */
   SubscriptionNotFound: 1006,
+  /** A connection or buffer bound was reached and the connection is being closed; `data.reason` says which. */
+  ConnectionLimit: 1007,
 
   // Cloud endpoint (2000..2099)
   /** Missing or unknown bearer token. */
@@ -49,6 +51,7 @@ export const ErrorMessages: Record<ErrorCode, string> = {
   [ErrorCodes.StorageFailure]: 'Storage failure: nothing was recorded',
   [ErrorCodes.ShuttingDown]: 'Daemon is shutting down: request not executed',
   [ErrorCodes.SubscriptionNotFound]: 'Subscription not found',
+  [ErrorCodes.ConnectionLimit]: 'Connection limit reached',
   [ErrorCodes.Unauthorized]: 'Unauthorized',
   [ErrorCodes.Forbidden]: 'Forbidden',
   [ErrorCodes.ChainMismatch]: 'Batch does not continue the stored chain',

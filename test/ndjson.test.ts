@@ -1,74 +1,14 @@
 import { spawnSync } from 'node:child_process';
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../protocol/errors.js';
 import { openRawSocket, startDaemon, type Daemon } from './daemon-harness.js';
+import { LineClient } from './line-client.js';
 import { waitFor } from './processes.js';
 
 /** The newline-delimited JSON framing on the daemon's socket, spoken by a bare net.connect client. */
 
 const MAX_LINE_BYTES = 4096;
-
-/** A raw connection: write text, read whole `\n`-terminated lines as parsed JSON. */
-class LineClient {
-  private buffer = '';
-  private readonly lines: unknown[] = [];
-  private waiter: ((line: unknown) => void) | null = null;
-  closed = false;
-
-  private constructor(readonly socket: Socket) {
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => {
-      this.buffer += chunk;
-      for (let end = this.buffer.indexOf('\n'); end !== -1; end = this.buffer.indexOf('\n')) {
-        const line = JSON.parse(this.buffer.slice(0, end));
-        this.buffer = this.buffer.slice(end + 1);
-        const waiter = this.waiter;
-        this.waiter = null;
-        if (waiter) waiter(line);
-        else this.lines.push(line);
-      }
-    });
-    socket.on('close', () => (this.closed = true));
-  }
-
-  static open(socketPath: string): Promise<LineClient> {
-    return new Promise((resolve, reject) => {
-      const socket = connect(socketPath);
-      socket.once('connect', () => resolve(new LineClient(socket)));
-      socket.once('error', reject);
-    });
-  }
-
-  write(text: string): void {
-    this.socket.write(text);
-  }
-
-  /** The next line from the daemon. */
-  next(timeoutMs = 5000): Promise<any> {
-    if (this.lines.length) return Promise.resolve(this.lines.shift());
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiter = null;
-        reject(new Error(`no line within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.waiter = (line) => {
-        clearTimeout(timer);
-        resolve(line);
-      };
-    });
-  }
-
-  /** Writes one line and returns the next line read. */
-  async exchange(line: string): Promise<any> {
-    this.write(`${line}\n`);
-    return this.next();
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
 
 describe('newline-delimited JSON-RPC', () => {
   let daemon: Daemon;

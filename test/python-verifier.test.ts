@@ -17,7 +17,7 @@ const NASTY_PLAN = String.raw`[
   {"step": 1, "command": "echo \"hi\" \\ done", "ñame": "日本語", "emoji": "🎉👩‍👩‍👧", "ctl": "a\u0000b\u001fc\td\n\r\b\f\u007f",
    "floats": [0.1, 1e-7, 1e21, 1E21, 123456789012345678901, -0, -0.0, 1.0, 2.50, -1.5e-300, 9007199254740993, 1e-6, 0.000001, 5e-324, 1.7976931348623157e308],
    "big": -123456789012, "nested": {"ζ": {"é": [true, false, null]}, "Z": 1, "a": 2, "\ud83d\ude00": "astral key", "\uffff": "last BMP key", "": "empty key"}},
-  {"step": 2, "lone": "\ud800 half a pair", "sep": "\u2028\u2029"},
+  {"step": 2, "pair": "\ud83d\ude00 a whole pair (a lone half is refused: strict-json.test.ts)", "sep": "\u2028\u2029"},
   "a plain string step", 42, null, [[]]
 ]`;
 

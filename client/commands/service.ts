@@ -5,6 +5,7 @@ import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { CliError, ExitCodes, printLines } from './context.js';
+import { lookupGroup, lookupUser } from '../../node/account-lookup.js';
 
 /** dist/client/commands/service.js -> the package root, which holds systemd/ and package.json. */
 const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -137,8 +138,8 @@ function systemSetupCommands(): string[][] {
   if (findOnPath('systemd-sysusers')) {
     commands.push(['systemd-sysusers', '/etc/sysusers.d/taskhistory.conf']);
   } else {
-    if (!entryExists('group', SERVICE_USER)) commands.push(['groupadd', '--system', SERVICE_USER]);
-    if (!entryExists('passwd', SERVICE_USER)) {
+    if (!lookupGroup(SERVICE_USER)) commands.push(['groupadd', '--system', SERVICE_USER]);
+    if (!lookupUser(SERVICE_USER)) {
       commands.push(['useradd', '--system', '--gid', SERVICE_USER, '--home-dir', SERVICE_HOME, '--no-create-home', '--shell', '/usr/sbin/nologin', SERVICE_USER]);
     }
   }
@@ -152,10 +153,6 @@ function runSetupCommand(command: string[]): void {
     const why = result.error ? result.error.message : `exit status ${result.status}`;
     throw new CliError(ExitCodes.failure, `\`${command.join(' ')}\` failed (${why}); the unit files are in place: run it by hand, then the systemctl commands below`);
   }
-}
-
-function entryExists(database: 'passwd' | 'group', name: string): boolean {
-  return spawnSync('getent', [database, name], { stdio: 'ignore' }).status === 0;
 }
 
 function findOnPath(tool: string): string | null {

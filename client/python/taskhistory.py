@@ -10,8 +10,10 @@ line each way. Answers are matched by id; ``event`` notifications arriving in be
 
 import json
 import os
+import pwd
 import select
 import socket
+import stat
 from typing import Any, Dict, Iterator, List, Optional
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "Subscription",
     "TaskHistoryError",
     "DaemonUnavailableError",
+    "UntrustedSocketDirectoryError",
+    "check_socket_directory",
     "resolve_socket_path",
     "PARSE_ERROR",
     "INVALID_REQUEST",
@@ -32,6 +36,7 @@ __all__ = [
     "STORAGE_FAILURE",
     "SHUTTING_DOWN",
     "SUBSCRIPTION_NOT_FOUND",
+    "CONNECTION_LIMIT",
 ]
 
 # Error codes, as listed in protocol/errors.ts.
@@ -46,8 +51,10 @@ PAYLOAD_TOO_LARGE = 1003
 STORAGE_FAILURE = 1004
 SHUTTING_DOWN = 1005
 SUBSCRIPTION_NOT_FOUND = 1006
+CONNECTION_LIMIT = 1007
 
 SYSTEM_SOCKET_PATH = "/run/taskhistory/taskhistoryd.sock"
+SERVICE_USER = "taskhistory"
 EVENT_NOTIFICATION = "event"
 _RECV_BYTES = 65536
 
@@ -90,6 +97,52 @@ def resolve_socket_path(explicit: Optional[str] = None) -> str:
     return "/tmp/taskhistory-%d/taskhistoryd.sock" % uid
 
 
+class UntrustedSocketDirectoryError(TaskHistoryError):
+    """The socket's directory is owned by someone other than root or the caller: not connecting."""
+
+    def __init__(self, directory: str, message: str) -> None:
+        super().__init__(None, message)
+        self.directory = directory
+
+
+def check_socket_directory(socket_path: str) -> None:
+    """Before sending anything, as node/socket-directory.ts checkSocketDirectory: the socket's directory
+    (and the target of a symlinked one) must be owned by root, the caller or the taskhistory service user, and not writable by
+    everyone unless sticky; otherwise whoever owns it could be listening in the daemon's place."""
+    directory = os.path.dirname(socket_path) or "."
+    uid = os.geteuid()
+    try:
+        found = [os.lstat(directory)]
+    except OSError:
+        return
+    if stat.S_ISLNK(found[0].st_mode):
+        try:
+            found.append(os.stat(directory))
+        except OSError:
+            return
+    trusted = {0, uid}
+    try:
+        trusted.add(pwd.getpwnam(SERVICE_USER).pw_uid)
+    except KeyError:
+        pass
+    for entry in found:
+        if entry.st_uid not in trusted:
+            raise UntrustedSocketDirectoryError(
+                directory,
+                "not connecting to %s: its directory %s is owned by uid %d, neither root nor you (uid %d) nor the taskhistory service user, "
+                "so its owner could be listening in the daemon's place. Remove the directory (as root: rm -r %s) "
+                "and restart the daemon, or point TASKHISTORY_SOCKET at a socket in a directory root or you own"
+                % (socket_path, directory, entry.st_uid, uid, directory),
+            )
+        if entry.st_mode & stat.S_IWOTH and not entry.st_mode & stat.S_ISVTX:
+            raise UntrustedSocketDirectoryError(
+                directory,
+                "not connecting to %s: its directory %s is writable by everyone (mode %o), so anyone could "
+                "replace the socket. Fix it (chmod o-w %s) or use another socket"
+                % (socket_path, directory, stat.S_IMODE(entry.st_mode), directory),
+            )
+
+
 class _LineConnection:
     """One newline-JSON connection: sends requests, returns answers by id, queues notifications."""
 
@@ -99,6 +152,7 @@ class _LineConnection:
         self._notifications: List[Dict[str, Any]] = []
         self._answers: Dict[Any, Dict[str, Any]] = {}
         self._next_id = 1
+        check_socket_directory(socket_path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
