@@ -60,7 +60,7 @@ Napi::Value SendDatagram(const Napi::CallbackInfo& info) {
   const bool abstract = !path.empty() && path[0] == '@';
   // An abstract name has no terminating NUL; a filesystem path needs room for one.
   if (path.size() < 2 || path.size() + (abstract ? 0 : 1) > sizeof address.sun_path) {
-    throw Napi::RangeError::New(env, "sendDatagram: socket path '" + path + "' is empty or longer than " +
+    throw Napi::RangeError::New(env, "sendDatagram: socket path '" + path + "' is too short or longer than " +
                                          std::to_string(sizeof address.sun_path - 1) + " bytes");
   }
   std::memcpy(address.sun_path, path.data(), path.size());

@@ -36,8 +36,8 @@ describe.skipIf(cannotRun !== null)('the units under a real systemd', () => {
   beforeAll(async () => {
     const missing = missingTools();
     if (missing.length) throw new Error(`missing ${missing.join(', ')}: apt-get install systemd-container debootstrap (.ci/run does)`);
-    container = await SystemdContainer.boot(minimalDebianRoot(), REPO);
-  }, 600_000);
+    container = await SystemdContainer.boot(await minimalDebianRoot(), REPO);
+  }, 20 * 60_000);
 
   afterAll(async () => {
     await container?.stop();

@@ -74,17 +74,23 @@ function readdirOrEmpty(dir: string): string[] {
   }
 }
 
-/** The cached root tree, debootstrapped on first use (about a minute or two, 250 MB). */
-export function minimalDebianRoot(): string {
+/** Past this a debootstrap is taken as stuck (it takes one to two minutes; far longer on a loaded machine). */
+const DEBOOTSTRAP_TIMEOUT_MS = 15 * 60_000;
+
+/** The cached root tree, debootstrapped on first use (250 MB). */
+export async function minimalDebianRoot(): Promise<string> {
   const root = join(ROOTFS_CACHE_DIR, ROOTFS_VERSION);
   if (existsSync(root)) return root;
   mkdirSync(ROOTFS_CACHE_DIR, { recursive: true });
   // Built aside and renamed into place, so an interrupted build is never taken for a finished one.
   const partial = `${root}.partial-${process.pid}`;
-  const built = run('debootstrap', ['--variant=minbase', `--include=${PACKAGES}`, SUITE, partial, aptMirror()], 600_000);
-  if (built.status !== 0) {
+  const debootstrap = spawnTracked('debootstrap', ['--variant=minbase', `--include=${PACKAGES}`, SUITE, partial, aptMirror()], { env: CONTAINER_ENV });
+  const timer = setTimeout(() => process.kill(debootstrap.pid, 'SIGKILL'), DEBOOTSTRAP_TIMEOUT_MS);
+  const { code, signal } = await debootstrap.exited;
+  clearTimeout(timer);
+  if (code !== 0) {
     rmSync(partial, { recursive: true, force: true });
-    throw new Error(`debootstrap of ${SUITE} into ${partial} failed (exit ${built.status}):\n${built.output.slice(-3000)}`);
+    throw new Error(`debootstrap of ${SUITE} into ${partial} failed (${signal ?? `exit ${code}`}):\n${(debootstrap.stdout() + debootstrap.stderr()).slice(-3000)}`);
   }
   try {
     renameSync(partial, root);

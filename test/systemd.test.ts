@@ -162,6 +162,32 @@ describe('unit files', () => {
     expect(Number(score)).toBeLessThanOrEqual(2.0);
   });
 
+  it('the daemon units take notifications from the main process only and reload without /bin/kill', () => {
+    for (const unit of ['taskhistoryd.service', 'user/taskhistoryd.service']) {
+      const text = readFileSync(join(UNIT_DIR, unit), 'utf8');
+      expect(text, unit).toMatch(/^Type=notify$/m);
+      expect(text, unit).toMatch(/^NotifyAccess=main$/m);
+      expect(text, unit).toMatch(/^ExecReload=\/bin\/sh -c 'kill -HUP \$MAINPID'$/m);
+    }
+    for (const unit of [...unitFilesIn(UNIT_DIR), ...unitFilesIn(join(UNIT_DIR, 'user')).map((name) => `user/${name}`)]) {
+      expect(readFileSync(join(UNIT_DIR, unit), 'utf8'), unit).not.toMatch(/^Exec\w+=.*\/bin\/kill\b/m);
+    }
+  });
+
+  it('the system daemon sees its peers as they are: real uids, other users\' /proc, and CAP_SYS_PTRACE as its only capability', () => {
+    const text = readFileSync(join(UNIT_DIR, 'taskhistoryd.service'), 'utf8');
+    expect(text).not.toMatch(/^PrivateUsers=(yes|true|1)$/m);
+    expect(text).toMatch(/^ProtectProc=default$/m);
+    expect(text).toMatch(/^CapabilityBoundingSet=CAP_SYS_PTRACE$/m);
+    expect(text).toMatch(/^AmbientCapabilities=CAP_SYS_PTRACE$/m);
+    // The capability reads /proc; the system calls that would let it attach to a process stay out.
+    expect(text).toMatch(/^SystemCallFilter=~@privileged @debug process_vm_readv process_vm_writev$/m);
+  });
+
+  it.each(['taskhistoryd.service', 'taskhistory-cloud.service'])('%s allows @pkey, which Node 20 calls at start', (unit) => {
+    expect(readFileSync(join(UNIT_DIR, unit), 'utf8')).toMatch(/^SystemCallFilter=@system-service @pkey$/m);
+  });
+
   it('the sysusers.d and tmpfiles.d snippets create the user, the group and the config file', () => {
     const root = tempDir('taskhistory-root-');
     mkdirSync(join(root, 'etc'));
@@ -221,6 +247,7 @@ describe('daemon/systemd.ts', () => {
     expect(() => sdNotify(['STATUS=two\nREADY=1'], '/run/unused.sock')).toThrow(/not one VARIABLE=VALUE line/);
     const missing = join(tempDir('taskhistory-no-notify-'), 'absent.sock');
     expect(() => sdNotify(['READY=1'], missing)).toThrow(expect.objectContaining({ code: 'ENOENT', message: expect.stringContaining(missing) }));
+    expect(() => sdNotify(['READY=1'], `/${'x'.repeat(200)}.sock`)).toThrow(/longer than 107 bytes/);
   });
 
   it('startWatchdog pings WATCHDOG=1 for this process only, until stopped', async () => {
