@@ -1,9 +1,9 @@
-import { realpathSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SYSTEM_SOCKET_PATH } from '../protocol/paths.js';
-import { CLI_BIN, REPO } from './daemon-harness.js';
+import { REPO } from './daemon-harness.js';
 import { waitFor } from './processes.js';
-import { minimalDebianRoot, missingTools, SystemdContainer, whyNoContainers } from './systemd-container.js';
+import { minimalDebianRoot, missingTools, NODE_INSIDE, PACKAGE_INSIDE, SystemdContainer, whyNoContainers } from './systemd-container.js';
 
 /**
  * The shipped units under a real systemd (PID 1 of a container booted from a minimal Debian):
@@ -15,7 +15,8 @@ if (cannotRun) console.log(`skipping the real-systemd tests: ${cannotRun}`);
 
 const DAEMON = 'taskhistoryd.service';
 const CLOUD = 'taskhistory-cloud.service';
-const NODE = realpathSync(process.execPath);
+const NODE = NODE_INSIDE;
+const CLI_BIN = join(PACKAGE_INSIDE, 'dist/client/cli.js');
 const GROUP_MEMBERS = ['alice', 'bob'];
 /** CAP_SYS_PTRACE (bit 19) alone, as /proc/PID/status prints capability sets. */
 const PTRACE_ONLY = '0000000000080000';

@@ -15,6 +15,12 @@ const ROOTFS_VERSION = 'bookworm-systemd-1';
 const SUITE = 'bookworm';
 const PACKAGES = 'systemd,systemd-sysv,dbus';
 const TOOLS = ['systemd-nspawn', 'debootstrap', 'nsenter'];
+/**
+ * Where node and the package appear inside: neutral paths, since the system units hide /home,
+ * /root (ProtectHome=) and /tmp, /var/tmp (PrivateTmp=), where a clone may well live.
+ */
+export const NODE_INSIDE = '/usr/local/bin/node';
+export const PACKAGE_INSIDE = '/opt/taskhistory';
 /** Commands inside see only this, not the test's environment. */
 const CONTAINER_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LANG: 'C.UTF-8' };
 
@@ -101,11 +107,10 @@ export async function minimalDebianRoot(): Promise<string> {
   return root;
 }
 
-/** Files the host's node needs that the container lacks at the same path: the binary and its shared libraries. */
-function nodeFilesMissingIn(root: string): string[] {
-  const node = realpathSync(process.execPath);
-  const libraries = [...run('ldd', [node]).stdout.matchAll(/(\/\S+) \(0x/g)].map((match) => match[1]);
-  return [node, ...libraries].filter((file) => !existsSync(join(root, file)));
+/** The shared libraries of the host's node that the container lacks at the same path. */
+function nodeLibrariesMissingIn(root: string): string[] {
+  const libraries = [...run('ldd', [realpathSync(process.execPath)]).stdout.matchAll(/(\/\S+) \(0x/g)].map((match) => match[1]);
+  return libraries.filter((file) => !existsSync(join(root, file)));
 }
 
 function parentPid(pid: string): number | null {
@@ -133,9 +138,13 @@ export class SystemdContainer {
     readonly leader: number,
   ) {}
 
-  /** Boots `root` with `packageDir` visible at its own path, and waits until systemd is running. */
+  /** Boots `root` with node and `packageDir` at NODE_INSIDE and PACKAGE_INSIDE, and waits until systemd is running. */
   static async boot(root: string, packageDir: string): Promise<SystemdContainer> {
-    const binds = [...nodeFilesMissingIn(root), packageDir].map((path) => `--bind-ro=${path}`);
+    const binds = [
+      `--bind-ro=${realpathSync(process.execPath)}:${NODE_INSIDE}`,
+      `--bind-ro=${packageDir}:${PACKAGE_INSIDE}`,
+      ...nodeLibrariesMissingIn(root).map((library) => `--bind-ro=${library}`),
+    ];
     const nspawn = spawnTracked(
       'systemd-nspawn',
       ['-q', '-D', root, '-b', '--register=no', '--keep-unit', '--volatile=overlay', '--console=passive', ...binds],
