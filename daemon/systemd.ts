@@ -1,22 +1,18 @@
-import { spawn } from 'node:child_process';
 import { log } from '../node/log.js';
+import { sdNotify } from '../node/sd-notify.js';
 
 /**
  * The daemon's side of systemd's service protocols: socket activation (sd_listen_fds), readiness
  * and status (sd_notify) and the watchdog. Without systemd (no LISTEN_FDS, no NOTIFY_SOCKET)
  * every function here is a no-op.
  *
- * Notifications go through the `systemd-notify` tool: Node has no Unix datagram sockets, and the
- * tool ships with every systemd. Its messages come from its own pid, not the daemon's, so the unit
- * needs `NotifyAccess=all`. Since systemd 246 it waits (BARRIER=1) until the manager has processed
- * the message before it exits, so the manager still finds it in the service's cgroup.
+ * Notifications are datagrams sent by this process itself (node/sd-notify.ts, over the package's
+ * native addon), so the units can say `NotifyAccess=main`: nothing else in the service's cgroup
+ * can claim READY=1 or STOPPING=1 for it.
  */
 
 /** The first passed descriptor (SD_LISTEN_FDS_START). */
 const FIRST_LISTEN_FD = 3;
-const NOTIFY_TOOL = 'systemd-notify';
-/** systemd-notify's own barrier wait is 5 s; past this we stop waiting so shutdown stays bounded. */
-const NOTIFY_TIMEOUT_MS = 6000;
 
 /**
  * The listening socket systemd passed (fd 3) when LISTEN_PID names this process, else null.
@@ -34,39 +30,27 @@ export function inheritedListenFd(env: NodeJS.ProcessEnv = process.env): number 
   return FIRST_LISTEN_FD;
 }
 
-let toolMissingReported = false;
+let notifyFailureReported = false;
 
 /**
  * Sends `VARIABLE=VALUE` assignments (READY=1, STOPPING=1, STATUS=...) to the service manager.
- * Resolves once systemd has them, or after a bounded wait; never rejects. Await it before
- * exiting, so that STOPPING=1 is sent while the daemon is still alive. No-op without NOTIFY_SOCKET.
+ * The send is one non-blocking datagram, done when this returns; the promise never rejects.
+ * No-op without NOTIFY_SOCKET. A failure is logged once, since the watchdog would repeat it.
  */
 export function notifySystemd(...assignments: string[]): Promise<void> {
-  if (!process.env.NOTIFY_SOCKET || assignments.length === 0) return Promise.resolve();
-  return new Promise((resolve) => {
-    const child = spawn(NOTIFY_TOOL, assignments, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const timer = setTimeout(() => {
-      log.warn('systemd-notify did not finish; carrying on without waiting', { sent: assignments.join(' '), pid: child.pid });
-      child.kill('SIGKILL');
-      resolve();
-    }, NOTIFY_TIMEOUT_MS);
-    timer.unref();
-    child.once('error', (error: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      if (!toolMissingReported) {
-        toolMissingReported = true;
-        log.warn(`cannot run ${NOTIFY_TOOL}, so systemd gets no readiness or watchdog notifications; install systemd's tools or use Type=simple`, { error: error.code ?? error.message });
-      }
-      resolve();
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      if (code !== 0) log.warn('systemd-notify failed', { sent: assignments.join(' '), exit_code: code, stderr: stderr.trim() });
-      resolve();
-    });
-  });
+  if (assignments.length === 0) return Promise.resolve();
+  try {
+    sdNotify(assignments);
+  } catch (error) {
+    if (!notifyFailureReported) {
+      notifyFailureReported = true;
+      log.warn(`cannot notify systemd at ${process.env.NOTIFY_SOCKET}, so it gets no readiness or watchdog notifications`, {
+        sent: assignments.join(' '),
+        error: (error as Error).message,
+      });
+    }
+  }
+  return Promise.resolve();
 }
 
 /**

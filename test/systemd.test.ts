@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSy
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { inheritedListenFd, notifySystemd, startWatchdog } from '../daemon/systemd.js';
+import { sdNotify } from '../node/sd-notify.js';
 import { ErrorCodes } from '../protocol/errors.js';
 import { SYSTEM_DATA_DIR, SYSTEM_SOCKET_PATH } from '../protocol/paths.js';
 import { CLI_BIN, CLOUD_BIN, DAEMON_BIN, REPO, openRawSocket, startDaemon } from './daemon-harness.js';
@@ -26,34 +27,47 @@ function installService(args: string[], env: NodeJS.ProcessEnv = process.env) {
   return result;
 }
 
-/** A test-owned NOTIFY_SOCKET: a python3 AF_UNIX datagram socket printing each message as JSON. */
-async function startNotifyReceiver(): Promise<{ path: string; assignments(): string[] }> {
+interface Notification {
+  /** The sender's pid, from the kernel's SCM_CREDENTIALS: what NotifyAccess=main checks. */
+  pid: number;
+  assignments: string[];
+}
+
+/**
+ * A test-owned NOTIFY_SOCKET: a python3 AF_UNIX datagram socket with SO_PASSCRED, as systemd's,
+ * printing each message and its sender's pid as JSON. An address starting with '@' is abstract.
+ */
+async function startNotifyReceiver(address?: string): Promise<{ path: string; notifications(): Notification[]; assignments(): string[] }> {
   const dir = tempDir('taskhistory-notify-');
-  const path = join(dir, 'notify.sock');
+  const path = address ?? join(dir, 'notify.sock');
   const script = join(dir, 'receive.py');
   writeFileSync(
     script,
     [
-      'import json, socket, sys',
+      'import json, socket, struct, sys',
       'server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
-      'server.bind(sys.argv[1])',
+      'server.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)',
+      "server.bind('\\0' + sys.argv[1][1:] if sys.argv[1].startswith('@') else sys.argv[1])",
       'print(json.dumps("bound"), flush=True)',
       'while True:',
-      '    print(json.dumps(server.recv(65536).decode()), flush=True)',
+      '    data, ancillary, _, _ = server.recvmsg(65536, socket.CMSG_SPACE(12))',
+      '    pid = next(struct.unpack("3i", d)[0] for level, kind, d in ancillary if kind == socket.SCM_CREDENTIALS)',
+      '    print(json.dumps({"pid": pid, "text": data.decode()}), flush=True)',
     ].join('\n'),
   );
   const receiver = spawnTracked('python3', [script, path]);
   await waitFor(() => receiver.stdout().includes('"bound"'), 10_000, 'the notify receiver to bind');
-  return {
-    path,
-    assignments: () =>
-      receiver
-        .stdout()
-        .split('\n')
-        .filter(Boolean)
-        .slice(1)
-        .flatMap((line) => (JSON.parse(line) as string).split('\n')),
-  };
+  const notifications = (): Notification[] =>
+    receiver
+      .stdout()
+      .split('\n')
+      .filter(Boolean)
+      .slice(1)
+      .map((line) => {
+        const { pid, text } = JSON.parse(line) as { pid: number; text: string };
+        return { pid, assignments: text.split('\n') };
+      });
+  return { path, notifications, assignments: () => notifications().flatMap((notification) => notification.assignments) };
 }
 
 interface ActivatedDaemon extends Spawned {
@@ -148,6 +162,32 @@ describe('unit files', () => {
     expect(Number(score)).toBeLessThanOrEqual(2.0);
   });
 
+  it('the daemon units take notifications from the main process only and reload without /bin/kill', () => {
+    for (const unit of ['taskhistoryd.service', 'user/taskhistoryd.service']) {
+      const text = readFileSync(join(UNIT_DIR, unit), 'utf8');
+      expect(text, unit).toMatch(/^Type=notify$/m);
+      expect(text, unit).toMatch(/^NotifyAccess=main$/m);
+      expect(text, unit).toMatch(/^ExecReload=\/bin\/sh -c 'kill -HUP \$MAINPID'$/m);
+    }
+    for (const unit of [...unitFilesIn(UNIT_DIR), ...unitFilesIn(join(UNIT_DIR, 'user')).map((name) => `user/${name}`)]) {
+      expect(readFileSync(join(UNIT_DIR, unit), 'utf8'), unit).not.toMatch(/^Exec\w+=.*\/bin\/kill\b/m);
+    }
+  });
+
+  it('the system daemon sees its peers as they are: real uids, other users\' /proc, and CAP_SYS_PTRACE as its only capability', () => {
+    const text = readFileSync(join(UNIT_DIR, 'taskhistoryd.service'), 'utf8');
+    expect(text).not.toMatch(/^PrivateUsers=(yes|true|1)$/m);
+    expect(text).toMatch(/^ProtectProc=default$/m);
+    expect(text).toMatch(/^CapabilityBoundingSet=CAP_SYS_PTRACE$/m);
+    expect(text).toMatch(/^AmbientCapabilities=CAP_SYS_PTRACE$/m);
+    // The capability reads /proc; the system calls that would let it attach to a process stay out.
+    expect(text).toMatch(/^SystemCallFilter=~@privileged @debug process_vm_readv process_vm_writev$/m);
+  });
+
+  it.each(['taskhistoryd.service', 'taskhistory-cloud.service'])('%s allows @pkey, which Node 20 calls at start', (unit) => {
+    expect(readFileSync(join(UNIT_DIR, unit), 'utf8')).toMatch(/^SystemCallFilter=@system-service @pkey$/m);
+  });
+
   it('the sysusers.d and tmpfiles.d snippets create the user, the group and the config file', () => {
     const root = tempDir('taskhistory-root-');
     mkdirSync(join(root, 'etc'));
@@ -188,12 +228,26 @@ describe('daemon/systemd.ts', () => {
     expect(inheritedListenFd({})).toBeNull();
   });
 
-  it('notifySystemd delivers its assignments to NOTIFY_SOCKET', async () => {
+  it('notifySystemd sends its assignments to NOTIFY_SOCKET from this process itself (NotifyAccess=main)', async () => {
     const receiver = await startNotifyReceiver();
     process.env.NOTIFY_SOCKET = receiver.path;
     await notifySystemd('READY=1', 'STATUS=serving');
-    await waitFor(() => receiver.assignments().includes('STATUS=serving'), 10_000, 'STATUS=serving');
-    expect(receiver.assignments()).toContain('READY=1');
+    const notification = await waitFor(() => receiver.notifications()[0], 10_000, 'a notification');
+    expect(notification).toEqual({ pid: process.pid, assignments: ['READY=1', 'STATUS=serving'] });
+  });
+
+  it('sdNotify reaches an abstract NOTIFY_SOCKET (@name), as systemd sets it in containers', async () => {
+    const receiver = await startNotifyReceiver(`@taskhistory-test-notify-${process.pid}`);
+    expect(sdNotify(['STATUS=abstract'], receiver.path)).toBe(true);
+    await waitFor(() => receiver.assignments().includes('STATUS=abstract'), 10_000, 'STATUS=abstract');
+  });
+
+  it('sdNotify does nothing without NOTIFY_SOCKET, refuses a multi-line assignment, and says why a send failed', () => {
+    expect(sdNotify(['READY=1'], undefined)).toBe(false);
+    expect(() => sdNotify(['STATUS=two\nREADY=1'], '/run/unused.sock')).toThrow(/not one VARIABLE=VALUE line/);
+    const missing = join(tempDir('taskhistory-no-notify-'), 'absent.sock');
+    expect(() => sdNotify(['READY=1'], missing)).toThrow(expect.objectContaining({ code: 'ENOENT', message: expect.stringContaining(missing) }));
+    expect(() => sdNotify(['READY=1'], `/${'x'.repeat(200)}.sock`)).toThrow(/longer than 107 bytes/);
   });
 
   it('startWatchdog pings WATCHDOG=1 for this process only, until stopped', async () => {
@@ -223,14 +277,17 @@ describe('the daemon under socket activation', () => {
     const { task_id } = await client.call('create_task', { description: 'socket activated', mode: 'autonomous', steps: [] });
     await client.call('log_step', { task_id, step_num: 1, command: 'true', status: 'success' });
     expect((await client.call('get_task', { task_id })).steps).toHaveLength(1);
-    await waitFor(() => receiver.assignments().includes('READY=1'), 10_000, 'READY=1');
+    const ready = await waitFor(() => receiver.notifications().find((sent) => sent.assignments.includes('READY=1')), 10_000, 'READY=1');
+    // Sent by the daemon's own pid (systemd-socket-activate execs it), as NotifyAccess=main requires.
+    expect(ready.pid).toBe(daemon.pid);
     // Still the socket systemd-socket-activate bound: the daemon did not bind its own.
     expect(statSync(daemon.socketPath).ino).toBe(boundInode);
     client.close();
 
     process.kill(daemon.pid, 'SIGTERM');
     expect(await daemon.exited).toEqual({ code: 0, signal: null });
-    await waitFor(() => receiver.assignments().includes('STOPPING=1'), 10_000, 'STOPPING=1');
+    const stopping = await waitFor(() => receiver.notifications().find((sent) => sent.assignments.includes('STOPPING=1')), 10_000, 'STOPPING=1');
+    expect(stopping.pid).toBe(daemon.pid);
     // The socket file is systemd's: the daemon leaves it for the next activation.
     expect(statSync(daemon.socketPath).ino).toBe(boundInode);
   });
