@@ -9,7 +9,7 @@ import { registerRedactionCommand } from './commands/redaction.js';
 import { registerServiceCommands } from './commands/service.js';
 import { registerTailCommand } from './commands/tail.js';
 import { registerVerifyCommand } from './commands/verify.js';
-import { CliError, ExitCodes, describeError } from './commands/context.js';
+import { CliError, ExitCodes, describeError, integerAtLeast } from './commands/context.js';
 import { DaemonUnreachableError } from './sdk.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -20,6 +20,7 @@ function buildProgram(): Command {
     .version(version)
     .option('--socket <PATH>', "the daemon's socket (default: $TASKHISTORY_SOCKET, then the per-user or system default)")
     .option('--json', 'print JSON for scripts instead of readable text')
+    .option('--timeout-ms <MS>', "how long to wait for the daemon's answer to each call (default 10000)", integerAtLeast(1))
     .addHelpText(
       'after',
       '\nExit codes: 0 ok, 1 failure (or a broken chain), 2 usage or unreadable input, 3 no daemon answers.\n' +

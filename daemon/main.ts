@@ -5,7 +5,9 @@ import { CommanderError } from 'commander';
 import { isJournalSegmentName } from '../protocol/data-file.js';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import { BUILTIN_REDACTION_RULES } from '../protocol/redaction.js';
-import { disabledCloudStatus, readCloudToken, CloudSync } from './cloud-sync.js';
+import { CloudConnection, CLOUD_REQUEST_TIMEOUT_MS } from './cloud-connection.js';
+import { CloudSync, disabledCloudStatus } from './cloud-sync-loop.js';
+import { readSecretLine } from '../node/secret-file.js';
 import { CloudCursor } from './cloud-cursor.js';
 import { restoreFromCloud } from './cloud-restore.js';
 import { DataDirInUse, lockDataDir } from './data-dir-lock.js';
@@ -90,7 +92,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   let cloudToken: string | null = null;
   if (settings.cloudUrl) {
     try {
-      cloudToken = readCloudToken(settings.cloudTokenFile as string);
+      cloudToken = readSecretLine(settings.cloudTokenFile as string, { what: 'cloud token file' });
     } catch (error) {
       throw new StartupFailure((error as Error).message, 1);
     }
@@ -132,7 +134,8 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   const subscriptions = new SubscriptionHub();
   store.onCommit((records) => subscriptions.publish(records));
   const tamper = new TamperWatch(store, settings.dataFile);
-  const cloud = settings.cloudUrl && cloudToken ? new CloudSync({ store, url: settings.cloudUrl, token: cloudToken, retryMaxMs: settings.cloudRetryMaxMs, dataDir: settings.dataDir }) : null;
+  const { cloudUrl } = settings;
+  const cloud = cloudUrl && cloudToken ? new CloudSync({ store, url: cloudUrl, connect: () => CloudConnection.open(cloudUrl, cloudToken, CLOUD_REQUEST_TIMEOUT_MS), retryMaxMs: settings.cloudRetryMaxMs, dataDir: settings.dataDir }) : null;
 
   const rpc = new RpcDispatcher<MethodContext>(log);
   registerMethods(rpc, {
