@@ -186,6 +186,7 @@ export class CloudSync {
   }
 
   private acknowledge(point: ChainPoint): void {
+    if (point.seq === this.acked.seq && point.hash === this.acked.hash) return; // nothing new: no cursor write
     this.acked = point;
     this.options.store.holdUnackedAbove(point.seq);
     this.cursor.save(point);
