@@ -11,6 +11,7 @@ import { registerTailCommand } from './commands/tail.js';
 import { registerVerifyCommand } from './commands/verify.js';
 import { CliError, ExitCodes, describeError, integerAtLeast } from './commands/context.js';
 import { DaemonUnreachableError } from './sdk.js';
+import { visibleLine } from './visible-text.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -46,7 +47,8 @@ function reportError(error: unknown): number {
   if (error instanceof CommanderError) return error.exitCode === 0 ? ExitCodes.ok : ExitCodes.usage;
   const exitCode =
     error instanceof CliError ? error.exitCode : error instanceof DaemonUnreachableError ? ExitCodes.daemonUnreachable : ExitCodes.failure;
-  process.stderr.write(`taskhistory: ${describeError(error).replace(/\s*\n\s*/g, ' ')}\n`);
+  // Messages may quote what the daemon or the cloud said: their control characters are shown, not obeyed.
+  process.stderr.write(`taskhistory: ${visibleLine(describeError(error).replace(/\s*\n\s*/g, ' '))}\n`);
   return exitCode;
 }
 
