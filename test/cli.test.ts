@@ -271,6 +271,33 @@ describe('taskhistory with no daemon', () => {
   });
 });
 
+describe('taskhistory when the daemon does not answer in time', () => {
+  it('says the write may have been recorded and how to check, with exit 3', async () => {
+    // A fake daemon that accepts the WebSocket and never answers.
+    const socket = join(tempDir(), 'silent.sock');
+    const silent = spawnTracked(process.execPath, [join(REPO, 'test/fixtures/fake-endpoint.mjs'), '--answer', 'never', '--socket', socket]);
+    await waitFor(() => silent.stderr().includes('listening'), 15_000, 'the silent daemon to listen');
+    const taskId = 'task_1700000000_abcdef';
+    const on = (...args: string[]) => cli(['--socket', socket, '--timeout-ms', '300', ...args]);
+
+    const step = await on('step', taskId, '--num', '1', '--command', 'make', '--status', 'success');
+    expect(step.code).toBe(3);
+    expect(step.stderr).toBe(
+      `taskhistory: the daemon on ${socket} did not answer log_step within 300 ms; it may have been recorded: check with get_task("${taskId}") or \`taskhistory show ${taskId}\` before retrying\n`,
+    );
+    const create = await on('create', '--description', 'd', '--mode', 'autonomous');
+    expect(create.code).toBe(3);
+    expect(create.stderr).toContain('did not answer create_task within 300 ms; the task may have been created: check with get_recent() or `taskhistory recent`');
+    // exec does not claim that nothing was logged.
+    const exec = await on('exec', '--task', taskId, '--step', '2', '--', 'true');
+    expect(exec.code).toBe(0);
+    expect(exec.stderr).toBe(
+      `taskhistory: exec: the daemon on ${socket} did not answer log_step within 300 ms; it may have been recorded: check with get_task("${taskId}") or \`taskhistory show ${taskId}\` before retrying\n`,
+    );
+    expect(silent.stdout().split('\n').filter(Boolean)).toEqual(['log_step', 'create_task', 'log_step']);
+  });
+});
+
 describe('taskhistory verify FILE, offline', () => {
   /** Replaces one character of `needle`'s occurrence after `after` in the file. */
   function changeOneCharacter(file: string, after: string, needle: string): void {
