@@ -72,7 +72,7 @@ export class CallTimeoutError extends DaemonUnreachableError {
 }
 
 /** How to find out whether a write that timed out was recorded, or '' for calls that change nothing. */
-export function recordedCheckHint(method: string, params: unknown): string {
+function recordedCheckHint(method: string, params: unknown): string {
   const taskId = (params as { task_id?: unknown } | null)?.task_id;
   if ((method === Methods.logStep.name || method === Methods.completeTask.name) && typeof taskId === 'string') {
     return `; it may have been recorded: check with get_task("${taskId}") or \`taskhistory show ${taskId}\` before retrying`;

@@ -6,7 +6,7 @@ import { WebSocketOpenError, WebSocketTransport } from '../node/websocket-transp
 import { CloudFailure, type CloudLink } from './cloud-link.js';
 
 /** How long one call to the cloud may take before the connection is given up. */
-export const CLOUD_REQUEST_TIMEOUT_MS = 30_000;
+const CLOUD_REQUEST_TIMEOUT_MS = 30_000;
 /** A cloud asking for a longer pause than this (or lying about it) is retried after this. */
 const MAX_RETRY_AFTER_MS = 10 * 60_000;
 
@@ -32,7 +32,7 @@ export class CloudConnection implements CloudLink {
     );
   }
 
-  static async open(url: string, token: string, timeoutMs: number): Promise<CloudConnection> {
+  static async open(url: string, token: string, timeoutMs = CLOUD_REQUEST_TIMEOUT_MS): Promise<CloudConnection> {
     try {
       const transport = await WebSocketTransport.open(url, { peer: url, headers: { authorization: `Bearer ${token}` }, handshakeTimeoutMs: timeoutMs });
       return new CloudConnection(transport, url);

@@ -5,7 +5,7 @@ import { CommanderError } from 'commander';
 import { isJournalSegmentName } from '../protocol/data-file.js';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import { BUILTIN_REDACTION_RULES } from '../protocol/redaction.js';
-import { CloudConnection, CLOUD_REQUEST_TIMEOUT_MS } from './cloud-connection.js';
+import { CloudConnection } from './cloud-connection.js';
 import { CloudSync, disabledCloudStatus } from './cloud-sync-loop.js';
 import { readSecretLine } from '../node/secret-file.js';
 import { CloudCursor } from './cloud-cursor.js';
@@ -135,7 +135,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   store.onCommit((records) => subscriptions.publish(records));
   const tamper = new TamperWatch(store, settings.dataFile);
   const { cloudUrl } = settings;
-  const cloud = cloudUrl && cloudToken ? new CloudSync({ store, url: cloudUrl, connect: () => CloudConnection.open(cloudUrl, cloudToken, CLOUD_REQUEST_TIMEOUT_MS), retryMaxMs: settings.cloudRetryMaxMs, dataDir: settings.dataDir }) : null;
+  const cloud = cloudUrl && cloudToken ? new CloudSync({ store, url: cloudUrl, connect: () => CloudConnection.open(cloudUrl, cloudToken), retryMaxMs: settings.cloudRetryMaxMs, dataDir: settings.dataDir }) : null;
 
   const rpc = new RpcDispatcher<MethodContext>(log);
   registerMethods(rpc, {
