@@ -380,7 +380,7 @@ describe('a cloud whose word does not hold', () => {
     await waitFor(() => fake.pushes().some((line) => line.endsWith('-15')), 15_000, 'a push of every record');
     const cloud = await waitFor(async () => {
       const status = await cloudStatus(socket);
-      return status.state === 'refused_ack' && status.last_error?.includes('15') ? status : null;
+      return status.state === 'refused_ack' && /seq 15\b/.test(status.last_error ?? '') ? status : null;
     }, 15_000, 'the daemon to refuse the acknowledgement of seq 15');
     return { daemon, socket, cloud };
   }
@@ -411,6 +411,22 @@ describe('a cloud whose word does not hold', () => {
     const [, claimed, actual] = /head hash ([0-9a-f]{64}), but that record's hash is ([0-9a-f]{64})/.exec(cloud.last_error as string) ?? [];
     expect(claimed).not.toBe(actual);
     await expectNothingBelieved(daemon, socket, cloud);
+  });
+
+  it('comes back online at the first acknowledgement that holds, and only then trims', async () => {
+    const fake = await startFakeCloud('above', ['--honest-after', '1']);
+    const { daemon, socket } = await startSyncedDaemon(fake.url, { extra: ['--max-tasks', '2', '--restore-timeout-ms', '300'] });
+    const first = await logTask(socket, 1, 'first');
+    await socket.call('complete_task', { task_id: first, final_status: 'completed' });
+    // The log, not status: the honest retry may come before any status call could see refused_ack.
+    await waitFor(() => daemon.stderr().includes("<3>refused the cloud's acknowledgement"), 15_000, 'the first acknowledgement to be refused');
+    for (let t = 0; t < 3; t++) {
+      const taskId = await logTask(socket, 1, `later ${t}`);
+      await socket.call('complete_task', { task_id: taskId, final_status: 'completed' });
+    }
+    const status = await waitForSynced(socket);
+    expect(status.cloud).toMatchObject({ state: 'online', acked_seq: 12, queued: 0, last_error: null });
+    await waitFor(async () => (await socket.call('to_dict', {})).count === 2, 10_000, 'the daemon to trim what the cloud now holds');
   });
 
   it('waits as long as a storage failure (1004) asks in data.retry_after_ms, and it is no auth failure', async () => {
