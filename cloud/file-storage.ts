@@ -1,8 +1,9 @@
 import { mkdir, open, readdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChainBreak, ChainWalker } from '../protocol/chain-verify.js';
-import { isRecordLike, journalLine } from '../protocol/data-file.js';
+import { journalLine } from '../protocol/data-file.js';
 import { fsyncDirectory } from '../node/durable-files.js';
+import { parseJournalLine } from '../node/journal-files.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
 import { log } from '../node/log.js';
 import type { CloudStorage } from './storage.js';
@@ -132,7 +133,7 @@ async function loadMachineLog(path: string): Promise<MachineLog> {
     for (let line = 1; ; line++) {
       const end = text.indexOf(0x0a, offset);
       if (end === -1) break;
-      const record = parseLine(text.toString('utf8', offset, end));
+      const record = parseJournalLine(text.toString('utf8', offset, end));
       if (!record) throw new StorageLoadError(`${path} line ${line} is not a record; the file is damaged`);
       try {
         walker.accept(record);
@@ -154,13 +155,3 @@ async function loadMachineLog(path: string): Promise<MachineLog> {
     throw error;
   }
 }
-
-function parseLine(line: string): ChainRecord | null {
-  try {
-    const value: unknown = JSON.parse(line);
-    return isRecordLike(value) ? value : null;
-  } catch {
-    return null;
-  }
-}
-
