@@ -9,8 +9,9 @@ import { registerRedactionCommand } from './commands/redaction.js';
 import { registerServiceCommands } from './commands/service.js';
 import { registerTailCommand } from './commands/tail.js';
 import { registerVerifyCommand } from './commands/verify.js';
-import { CliError, ExitCodes, describeError } from './commands/context.js';
+import { CliError, ExitCodes, describeError, integerAtLeast } from './commands/context.js';
 import { DaemonUnreachableError } from './sdk.js';
+import { visibleLine } from './visible-text.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -20,6 +21,7 @@ function buildProgram(): Command {
     .version(version)
     .option('--socket <PATH>', "the daemon's socket (default: $TASKHISTORY_SOCKET, then the per-user or system default)")
     .option('--json', 'print JSON for scripts instead of readable text')
+    .option('--timeout-ms <MS>', "how long to wait for the daemon's answer to each call (default 10000)", integerAtLeast(1))
     .addHelpText(
       'after',
       '\nExit codes: 0 ok, 1 failure (or a broken chain), 2 usage or unreadable input, 3 no daemon answers.\n' +
@@ -45,7 +47,8 @@ function reportError(error: unknown): number {
   if (error instanceof CommanderError) return error.exitCode === 0 ? ExitCodes.ok : ExitCodes.usage;
   const exitCode =
     error instanceof CliError ? error.exitCode : error instanceof DaemonUnreachableError ? ExitCodes.daemonUnreachable : ExitCodes.failure;
-  process.stderr.write(`taskhistory: ${describeError(error).replace(/\s*\n\s*/g, ' ')}\n`);
+  // Messages may quote what the daemon or the cloud said: their control characters are shown, not obeyed.
+  process.stderr.write(`taskhistory: ${visibleLine(describeError(error).replace(/\s*\n\s*/g, ' '))}\n`);
   return exitCode;
 }
 

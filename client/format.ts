@@ -2,8 +2,12 @@ import type { VerifyReport } from '../protocol/chain-verify.js';
 import type { RedactionRuleInfo, StatusResult } from '../protocol/methods.js';
 import type { ChainRecord, RecordType } from '../protocol/records.js';
 import type { StepView, TaskView } from '../protocol/task-view.js';
+import { visibleBlock, visibleLine as line } from './visible-text.js';
 
-/** Readable text for the CLI. Pure functions: each returns the lines to print. */
+/**
+ * Readable text for the CLI. Pure functions: each returns the lines to print. Every text that comes
+ * from the daemon passes through visibleLine/visibleBlock, so stored control characters show as escapes.
+ */
 
 /** Unix seconds as `YYYY-MM-DD HH:MM:SS.mmm` in UTC, so lines from different machines compare. */
 export function formatTime(unixSeconds: number): string {
@@ -28,31 +32,31 @@ function labelled(rows: [string, string][]): string[] {
 }
 
 function indented(text: string, prefix: string): string[] {
-  return text.replace(/\n$/, '').split('\n').map((line) => prefix + line);
+  return visibleBlock(text).replace(/\n$/, '').split('\n').map((row) => prefix + row);
 }
 
 export function formatStatus(status: StatusResult): string[] {
   const { cloud, tamper } = status;
   const lastTamper = tamper.last
-    ? `, last at seq ${tamper.last.seq} (${formatTime(tamper.last.ts)}): ${tamper.last.reason}${tamper.last.evidence_file ? `, evidence ${tamper.last.evidence_file}` : ''}`
+    ? `, last at seq ${tamper.last.seq} (${formatTime(tamper.last.ts)}): ${line(tamper.last.reason)}${tamper.last.evidence_file ? `, evidence ${line(tamper.last.evidence_file)}` : ''}`
     : '';
   const cloudLine =
     cloud.state === 'disabled'
       ? 'disabled'
       : [
-          `${cloud.state} ${cloud.url ?? ''}`.trim(),
+          line(`${cloud.state} ${cloud.url ?? ''}`.trim()),
           `queued ${cloud.queued}`,
           `acked seq ${cloud.acked_seq}`,
           `lag ${formatDuration(cloud.lag_ms)}`,
-          `last error ${cloud.last_error ?? 'none'}`,
-          `next retry ${cloud.next_retry_at ?? 'none'}`,
-          ...(cloud.restore ? [`restore ${cloud.restore}`] : []),
+          `last error ${line(cloud.last_error ?? 'none')}`,
+          `next retry ${line(cloud.next_retry_at ?? 'none')}`,
+          ...(cloud.restore ? [`restore ${line(cloud.restore)}`] : []),
         ].join(', ');
   const lines = labelled([
-    ['daemon', `taskhistoryd ${status.version}, pid ${status.pid}, up ${formatAge(status.uptime_s)}`],
-    ['machine', status.machine_id],
-    ['socket', status.socket],
-    ['data file', `${status.data_file} (checkpoint at seq ${status.checkpoint_seq})`],
+    ['daemon', `taskhistoryd ${line(status.version)}, pid ${status.pid}, up ${formatAge(status.uptime_s)}`],
+    ['machine', line(status.machine_id)],
+    ['socket', line(status.socket)],
+    ['data file', `${line(status.data_file)} (checkpoint at seq ${status.checkpoint_seq})`],
     ['tasks', `${status.tasks} (max ${status.max_tasks}), ${status.running_tasks} running`],
     ['head', `seq ${status.last_seq}, hash ${status.head_hash}`],
     ['tamper', tamper.count === 0 ? 'none detected' : `${tamper.count} detected${lastTamper}`],
@@ -60,15 +64,15 @@ export function formatStatus(status: StatusResult): string[] {
     ['cloud', cloudLine],
   ]);
   for (const task of status.running) {
-    const agent = task.agent ? ` [${task.agent}]` : '';
-    lines.push(`  running ${task.task_id}${agent}: ${task.steps} steps, for ${formatAge(task.age_s)}: ${task.description}`);
+    const agent = task.agent ? ` [${line(task.agent)}]` : '';
+    lines.push(`  running ${line(task.task_id)}${agent}: ${task.steps} steps, for ${formatAge(task.age_s)}: ${line(task.description)}`);
   }
   return lines;
 }
 
 export function formatTaskLine(task: TaskView): string {
   const steps = `${task.steps.length}/${task.planned_steps} steps`;
-  return `${task.task_id}  ${formatTime(task.timestamp)}  ${task.status.padEnd(9)}  ${steps.padEnd(11)}  ${task.description}`;
+  return `${line(task.task_id)}  ${formatTime(task.timestamp)}  ${line(task.status).padEnd(9)}  ${steps.padEnd(11)}  ${line(task.description)}`;
 }
 
 /** Step timing as `started …, 12 ms, exit 0`, or '' when the step carries none. */
@@ -82,21 +86,22 @@ function stepTiming(step: Pick<StepView, 'started_at' | 'duration_ms' | 'exit_co
 
 export function formatTask(task: TaskView): string[] {
   const lines = labelled([
-    ['task', task.task_id],
-    ['status', task.status],
-    ['description', task.description],
-    ['mode', task.mode],
-    ...(task.agent !== undefined ? ([['agent', task.agent]] as [string, string][]) : []),
-    ['machine', task.machine_id],
+    ['task', line(task.task_id)],
+    ['status', line(task.status)],
+    ['description', line(task.description)],
+    ['mode', line(task.mode)],
+    ...(task.agent !== undefined ? ([['agent', line(task.agent)]] as [string, string][]) : []),
+    ['machine', line(task.machine_id)],
     ['created', `${formatTime(task.timestamp)} (seq ${task.seq})`],
     ...(task.completed_at !== undefined ? ([['finished', formatTime(task.completed_at)]] as [string, string][]) : []),
     ['planned', `${task.planned_steps} steps`],
   ]);
-  task.plan.forEach((planned, index) => lines.push(`  ${index + 1}. ${JSON.stringify(planned)}`));
+  // JSON escapes C0 controls but leaves C1 controls and bidi overrides as they are.
+  task.plan.forEach((planned, index) => lines.push(`  ${index + 1}. ${line(JSON.stringify(planned))}`));
   lines.push(`steps (${task.steps.length})`);
   for (const step of task.steps) {
     const timing = stepTiming(step);
-    lines.push(`  ${step.step}. [${step.status}] ${step.command}`);
+    lines.push(`  ${step.step}. [${line(step.status)}] ${line(step.command)}`);
     lines.push(`     logged ${formatTime(step.timestamp)} (seq ${step.seq})${timing ? `; ${timing}` : ''}`);
     for (const field of ['output', 'error', 'recovery'] as const) {
       const text = step[field];
@@ -175,23 +180,23 @@ export function formatTailEntry(entry: TailEntry): string {
     String(entry.seq ?? '-').padStart(7),
     formatTime(entry.ts),
     entry.type.padEnd(15),
-    entry.task_id ?? '-',
+    line(entry.task_id ?? '-'),
   ];
   if (entry.step !== undefined) parts.push(`step ${entry.step}`);
-  if (entry.status !== undefined) parts.push(entry.status);
+  if (entry.status !== undefined) parts.push(line(entry.status));
   if (entry.duration_ms !== undefined) parts.push(formatDuration(entry.duration_ms));
   if (entry.exit_code !== undefined) parts.push(`exit ${entry.exit_code}`);
-  const line = parts.join('  ');
-  return entry.text === undefined ? line : `${line}: ${entry.text.split('\n')[0]}`;
+  const head = parts.join('  ');
+  return entry.text === undefined ? head : `${head}: ${line(entry.text.split('\n')[0])}`;
 }
 
 export function formatVerifyReport(report: VerifyReport): string {
   if (report.ok) return `ok: ${report.checked} records verified, head seq ${report.head?.seq ?? 0}`;
   const where = report.first_bad_seq === null ? '' : ` at seq ${report.first_bad_seq}`;
-  return `FAILED${where}: ${report.reason}${report.detail ? ` (${report.detail})` : ''}`;
+  return `FAILED${where}: ${line(String(report.reason))}${report.detail ? ` (${line(report.detail)})` : ''}`;
 }
 
 export function formatRedactionRules(rules: RedactionRuleInfo[]): string[] {
   const width = Math.max(0, ...rules.map((rule) => rule.name.length));
-  return rules.map((rule) => `${rule.name.padEnd(width)}  ${rule.source.padEnd(7)}  ${rule.description}`);
+  return rules.map((rule) => `${line(rule.name).padEnd(width)}  ${rule.source.padEnd(7)}  ${line(rule.description)}`);
 }

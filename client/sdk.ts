@@ -1,5 +1,4 @@
-import WebSocket from 'ws';
-import { ErrorMessages, type ErrorCode } from '../protocol/errors.js';
+import { ErrorMessages, RpcError, type ErrorCode } from '../protocol/errors.js';
 import {
   EVENT_NOTIFICATION,
   Methods,
@@ -11,6 +10,8 @@ import {
 import { resolveSocketPath, socketUrl } from '../protocol/paths.js';
 import { currentPathEnvironment } from '../node/path-environment.js';
 import { checkSocketDirectory } from '../node/socket-directory.js';
+import { RpcClient, RpcConnectionError, RpcTimeoutError } from '../node/rpc-client.js';
+import { WebSocketOpenError, WebSocketTransport } from '../node/websocket-transport.js';
 
 export interface ConnectOptions {
   /** Overrides TASKHISTORY_SOCKET and the default socket path. */
@@ -56,25 +57,36 @@ export class DaemonUnreachableError extends Error {
   }
 }
 
-interface PendingCall {
-  method: string;
-  resolve(result: unknown): void;
-  reject(error: Error): void;
-  timer: NodeJS.Timeout;
+/**
+ * A call was sent but no answer came in time (a stopped or overloaded daemon). A write may still
+ * have been recorded: the message says how to check before retrying.
+ */
+export class CallTimeoutError extends DaemonUnreachableError {
+  constructor(
+    socketPath: string,
+    readonly method: string,
+    message: string,
+  ) {
+    super(socketPath, 'ETIMEDOUT', message);
+    this.name = 'CallTimeoutError';
+  }
 }
 
-interface JsonRpcResponse {
-  id?: unknown;
-  method?: unknown;
-  params?: unknown;
-  result?: unknown;
-  error?: { code: number; message: string; data?: unknown };
+/** How to find out whether a write that timed out was recorded, or '' for calls that change nothing. */
+function recordedCheckHint(method: string, params: unknown): string {
+  const taskId = (params as { task_id?: unknown } | null)?.task_id;
+  if ((method === Methods.logStep.name || method === Methods.completeTask.name) && typeof taskId === 'string') {
+    return `; it may have been recorded: check with get_task("${taskId}") or \`taskhistory show ${taskId}\` before retrying`;
+  }
+  if (method === Methods.createTask.name) {
+    return '; the task may have been created: check with get_recent() or `taskhistory recent` before retrying';
+  }
+  return '';
 }
 
 /** A connection to the taskhistory daemon: JSON-RPC 2.0 over WebSocket on its Unix socket. */
 export class TaskHistoryClient {
-  private nextId = 1;
-  private readonly pending = new Map<string, PendingCall>();
+  private readonly rpc: RpcClient;
   private readonly subscribers = new Map<string, (event: EventParams) => void>();
   /** Events that arrive before their subscribe call has resolved, keyed by subscription. */
   private readonly earlyEvents = new Map<string, EventParams[]>();
@@ -83,36 +95,30 @@ export class TaskHistoryClient {
   private closeListeners: ((error: DaemonUnreachableError) => void)[] = [];
 
   private constructor(
-    private readonly ws: WebSocket,
+    private readonly transport: WebSocketTransport,
     readonly socketPath: string,
     private readonly timeoutMs: number,
   ) {
-    ws.on('message', (data) => this.receive(data.toString()));
-    ws.on('close', (code, reason) => this.failAll(code, reason.toString()));
-    ws.on('error', () => undefined); // 'close' follows and rejects what is pending
+    this.rpc = new RpcClient(transport, `the daemon on ${socketPath}`, (method, params) => {
+      if (method === EVENT_NOTIFICATION) this.deliver(params as EventParams);
+    });
+    transport.onClose((reason) => {
+      this.closedReason = new DaemonUnreachableError(socketPath, 'ECONNRESET', reason);
+      for (const listener of this.closeListeners.splice(0)) listener(this.closedReason);
+    });
   }
 
-  static connect(options: ConnectOptions = {}): Promise<TaskHistoryClient> {
+  static async connect(options: ConnectOptions = {}): Promise<TaskHistoryClient> {
     const socketPath = resolveSocketPath(options.socketPath, currentPathEnvironment());
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    return new Promise((resolve, reject) => {
-      checkSocketDirectory(socketPath); // before sending anything: a socket others could have planted
-      const ws = new WebSocket(socketUrl(socketPath), { handshakeTimeout: timeoutMs });
-      const fail = (error: Error & { code?: string }) => {
-        ws.removeAllListeners();
-        ws.on('error', () => undefined);
-        ws.terminate();
-        reject(new DaemonUnreachableError(socketPath, error.code ?? error.message));
-      };
-      ws.once('error', fail);
-      ws.once('unexpected-response', (_request, response) =>
-        fail(Object.assign(new Error(`HTTP ${response.statusCode}`), { code: `HTTP ${response.statusCode}` })),
-      );
-      ws.once('open', () => {
-        ws.removeAllListeners();
-        resolve(new TaskHistoryClient(ws, socketPath, timeoutMs));
-      });
-    });
+    checkSocketDirectory(socketPath); // before sending anything: a socket others could have planted
+    try {
+      const transport = await WebSocketTransport.open(socketUrl(socketPath), { peer: `the daemon on ${socketPath}`, handshakeTimeoutMs: timeoutMs });
+      return new TaskHistoryClient(transport, socketPath, timeoutMs);
+    } catch (error) {
+      if (error instanceof WebSocketOpenError) throw new DaemonUnreachableError(socketPath, error.errno);
+      throw error;
+    }
   }
 
   createTask(params: ParamsOf<'createTask'>): Promise<ResultOf<'createTask'>> {
@@ -182,55 +188,23 @@ export class TaskHistoryClient {
 
   /** Closes the connection; calls still pending are rejected. */
   close(): Promise<void> {
-    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.ws.once('close', () => resolve());
-      this.ws.close();
-    });
+    return this.transport.close();
   }
 
-  private call<K extends MethodKey>(key: K, params: ParamsOf<K>): Promise<ResultOf<K>> {
+  private async call<K extends MethodKey>(key: K, params: ParamsOf<K>): Promise<ResultOf<K>> {
     const method = Methods[key].name;
-    if (this.closedReason) return Promise.reject(this.closedReason);
-    const id = String(this.nextId++);
-    return new Promise<ResultOf<K>>((resolve, reject) => {
-      const fail = (errno: string, message: string) => {
-        if (!this.pending.delete(id)) return;
-        clearTimeout(timer);
-        reject(new DaemonUnreachableError(this.socketPath, errno, message));
-      };
-      const timer = setTimeout(
-        () => fail('ETIMEDOUT', `the daemon on ${this.socketPath} did not answer ${method} within ${this.timeoutMs} ms`),
-        this.timeoutMs,
-      );
-      this.pending.set(id, { method, resolve: resolve as (result: unknown) => void, reject, timer });
-      // A connection that is already closing reports it here rather than leaving the call to time out.
-      this.ws.send(JSON.stringify({ jsonrpc: '2.0', id, method, params }), (error) => {
-        if (error) fail('ECONNRESET', `could not send ${method} to the daemon on ${this.socketPath}: ${error.message}`);
-      });
-    });
-  }
-
-  private receive(text: string): void {
-    let message: JsonRpcResponse;
+    if (this.closedReason) throw this.closedReason;
     try {
-      message = JSON.parse(text) as JsonRpcResponse;
-    } catch {
-      return; // the daemon only sends JSON; nothing sensible to do with anything else
-    }
-    if (message.method === EVENT_NOTIFICATION) {
-      this.deliver(message.params as EventParams);
-      return;
-    }
-    const call = this.pending.get(String(message.id));
-    if (!call) return;
-    this.pending.delete(String(message.id));
-    clearTimeout(call.timer);
-    if (message.error) {
-      const { code, message: text, data } = message.error;
-      call.reject(new TaskHistoryError(code, text || ErrorMessages[code as ErrorCode] || 'Error', data, call.method));
-    } else {
-      call.resolve(message.result);
+      return (await this.rpc.request(method, params, this.timeoutMs)) as ResultOf<K>;
+    } catch (error) {
+      if (error instanceof RpcError) {
+        throw new TaskHistoryError(error.code, error.message || ErrorMessages[error.code as ErrorCode] || 'Error', error.data, method);
+      }
+      if (error instanceof RpcTimeoutError) {
+        throw new CallTimeoutError(this.socketPath, method, `${error.message}${recordedCheckHint(method, params)}`);
+      }
+      if (error instanceof RpcConnectionError) throw new DaemonUnreachableError(this.socketPath, 'ECONNRESET', error.message);
+      throw error;
     }
   }
 
@@ -243,19 +217,5 @@ export class TaskHistoryClient {
       queue.push(event);
       this.earlyEvents.set(event.subscription, queue);
     }
-  }
-
-  private failAll(code: number, reason: string): void {
-    this.closedReason = new DaemonUnreachableError(
-      this.socketPath,
-      'ECONNRESET',
-      `the connection to the daemon on ${this.socketPath} closed (code ${code}${reason ? `: ${reason}` : ''})`,
-    );
-    for (const call of this.pending.values()) {
-      clearTimeout(call.timer);
-      call.reject(this.closedReason);
-    }
-    this.pending.clear();
-    for (const listener of this.closeListeners.splice(0)) listener(this.closedReason);
   }
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { readSecretFile, SecretFileError } from '../node/secret-file.js';
 import { z } from 'zod';
 
 /**
@@ -28,20 +28,15 @@ export class TokenRegistry {
 
   /** Reads and checks the tokens file; throws TokensFileError naming the file and the fix. */
   static load(path: string): TokenRegistry {
-    let mode: number;
+    let text: string;
     try {
-      mode = statSync(path).mode;
+      text = readSecretFile(path, { what: 'tokens file' });
     } catch (error) {
-      throw new TokensFileError(`cannot read tokens file ${path}: ${(error as Error).message}`);
-    }
-    if ((mode & 0o077) !== 0) {
-      throw new TokensFileError(
-        `tokens file ${path} is accessible by group or others (mode ${(mode & 0o777).toString(8)}); run: chmod 600 ${path}`,
-      );
+      throw error instanceof SecretFileError ? new TokensFileError(error.message) : error;
     }
     let parsed: z.infer<typeof TokensFileSchema>;
     try {
-      parsed = TokensFileSchema.parse(JSON.parse(readFileSync(path, 'utf8')));
+      parsed = TokensFileSchema.parse(JSON.parse(text));
     } catch (error) {
       const detail = error instanceof z.ZodError ? z.prettifyError(error) : (error as Error).message;
       throw new TokensFileError(

@@ -1,12 +1,13 @@
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChainBreak, ChainWalker } from '../protocol/chain-verify.js';
-import { CloudMethods } from '../protocol/cloud-methods.js';
 import { isRecordLike, journalLine, journalSegmentName } from '../protocol/data-file.js';
 import { fsyncDirectory } from '../node/durable-files.js';
 import { CLOUD_PULL_LIMIT_MAX } from '../protocol/limits.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
-import { backoffDelay, CloudConnection, isAuthFailure } from './cloud-sync.js';
+import { backoffDelay } from './backoff.js';
+import { CloudConnection } from './cloud-connection.js';
+import { isAuthFailure } from './cloud-link.js';
 import { sha256Hex } from '../node/sha256.js';
 import { existingHistory } from './data-dir.js';
 
@@ -101,11 +102,7 @@ async function pullAll(
   try {
     for (;;) {
       const timeout = Math.max(MIN_PULL_TIMEOUT_MS, deadline - Date.now());
-      const page = await connection.request<{ records: unknown[]; more: boolean }>(
-        CloudMethods.pull.name,
-        { machine_id: machineId, after_seq: walker.head.seq, limit: CLOUD_PULL_LIMIT_MAX },
-        timeout,
-      );
+      const page = await connection.pull(machineId, walker.head.seq, CLOUD_PULL_LIMIT_MAX, timeout);
       const records = page.records.filter(isRecordLike);
       if (records.length !== page.records.length) {
         throw new ChainBreak('changed content', walker.head.seq + 1, 'the cloud sent something that is not a chain record');

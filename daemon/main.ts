@@ -4,7 +4,9 @@ import { createRequire } from 'node:module';
 import { CommanderError } from 'commander';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import { BUILTIN_REDACTION_RULES } from '../protocol/redaction.js';
-import { disabledCloudStatus, readCloudToken, CloudSync } from './cloud-sync.js';
+import { CloudConnection } from './cloud-connection.js';
+import { CloudSync, disabledCloudStatus } from './cloud-sync-loop.js';
+import { readSecretLine } from '../node/secret-file.js';
 import { Checkpointer } from './checkpointer.js';
 import { restoreFromCloud } from './cloud-restore.js';
 import { existingHistory, removeStrayTempFiles } from './data-dir.js';
@@ -102,7 +104,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   let cloudToken: string | null = null;
   if (settings.cloudUrl) {
     try {
-      cloudToken = readCloudToken(settings.cloudTokenFile as string);
+      cloudToken = readSecretLine(settings.cloudTokenFile as string, { what: 'cloud token file' });
     } catch (error) {
       throw new StartupFailure((error as Error).message, 1);
     }
@@ -127,7 +129,8 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   const subscriptions = new SubscriptionHub();
   store.onCommit((records) => subscriptions.publish(records));
   const tamper = new TamperWatch({ store, checkpointer, journal, dataFile: settings.dataFile });
-  const cloud = settings.cloudUrl && cloudToken ? new CloudSync({ store, url: settings.cloudUrl, token: cloudToken, retryMaxMs: settings.cloudRetryMaxMs, dataDir: settings.dataDir }) : null;
+  const { cloudUrl } = settings;
+  const cloud = cloudUrl && cloudToken ? new CloudSync({ store, url: cloudUrl, connect: () => CloudConnection.open(cloudUrl, cloudToken), retryMaxMs: settings.cloudRetryMaxMs, dataDir: settings.dataDir }) : null;
   // The replay at start trims too: it holds what the cloud cursor (read once, by the sync) lacks.
   if (cloud) store.holdUnackedAbove(Math.max(restoredSeq, cloud.status().acked_seq));
 

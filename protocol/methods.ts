@@ -71,7 +71,8 @@ export type LogStepInput = z.infer<typeof LogStepParams>;
 export type CompleteTaskInput = z.infer<typeof CompleteTaskParams>;
 
 export interface CloudStatus {
-  state: 'disabled' | 'connecting' | 'online' | 'offline' | 'auth_failed' | 'fork';
+  /** `refused_ack`: the cloud acknowledged records it was not sent (or with another hash); nothing was marked stored. */
+  state: 'disabled' | 'connecting' | 'online' | 'offline' | 'auth_failed' | 'fork' | 'refused_ack';
   url: string | null;
   /** Committed records the cloud has not acknowledged yet. */
   queued: number;

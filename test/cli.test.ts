@@ -271,6 +271,33 @@ describe('taskhistory with no daemon', () => {
   });
 });
 
+describe('taskhistory when the daemon does not answer in time', () => {
+  it('says the write may have been recorded and how to check, with exit 3', async () => {
+    // A fake daemon that accepts the WebSocket and never answers.
+    const socket = join(tempDir(), 'silent.sock');
+    const silent = spawnTracked(process.execPath, [join(REPO, 'test/fixtures/fake-endpoint.mjs'), '--answer', 'never', '--socket', socket]);
+    await waitFor(() => silent.stderr().includes('listening'), 15_000, 'the silent daemon to listen');
+    const taskId = 'task_1700000000_abcdef';
+    const on = (...args: string[]) => cli(['--socket', socket, '--timeout-ms', '300', ...args]);
+
+    const step = await on('step', taskId, '--num', '1', '--command', 'make', '--status', 'success');
+    expect(step.code).toBe(3);
+    expect(step.stderr).toBe(
+      `taskhistory: the daemon on ${socket} did not answer log_step within 300 ms; it may have been recorded: check with get_task("${taskId}") or \`taskhistory show ${taskId}\` before retrying\n`,
+    );
+    const create = await on('create', '--description', 'd', '--mode', 'autonomous');
+    expect(create.code).toBe(3);
+    expect(create.stderr).toContain('did not answer create_task within 300 ms; the task may have been created: check with get_recent() or `taskhistory recent`');
+    // exec does not claim that nothing was logged.
+    const exec = await on('exec', '--task', taskId, '--step', '2', '--', 'true');
+    expect(exec.code).toBe(0);
+    expect(exec.stderr).toBe(
+      `taskhistory: exec: the daemon on ${socket} did not answer log_step within 300 ms; it may have been recorded: check with get_task("${taskId}") or \`taskhistory show ${taskId}\` before retrying\n`,
+    );
+    expect(silent.stdout().split('\n').filter(Boolean)).toEqual(['log_step', 'create_task', 'log_step']);
+  });
+});
+
 describe('taskhistory verify FILE, offline', () => {
   /** Replaces one character of `needle`'s occurrence after `after` in the file. */
   function changeOneCharacter(file: string, after: string, needle: string): void {
@@ -384,5 +411,60 @@ describe('taskhistory pull', () => {
     const unreachable = await cli(['pull', '--machine', 'm', '--cloud-url', `http://127.0.0.1:${port}`, '--token-file', join(dir, 'token')]);
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toBe(`taskhistory: pull: cannot reach http://127.0.0.1:${port} (ECONNREFUSED)\n`);
+  });
+});
+
+describe('stored control characters in every readable view', () => {
+  // Text hidden with ESC[8m, an OSC that sets the terminal title, a CR that rewrites the line, a C1 CSI, a bidi override and isolate, DEL.
+  const hostile = 'seen\x1b[8mhidden\x1b[0m\x1b]0;pwned\x07\rrewritten\u009b2J\u202eesrever\u2066x\u2069\x7f';
+  const shown = 'seen\\x1b[8mhidden\\x1b[0m\\x1b]0;pwned\\x07\\rrewritten\\x9b2J\\u202eesrever\\u2066x\\u2069\\x7f';
+  /** Every character a terminal could act on, except the newlines that separate lines. */
+  const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+  let on: (...args: string[]) => Promise<CliRun>;
+  let taskId: string;
+
+  beforeAll(async () => {
+    const daemon = await startDaemon();
+    on = (...args) => cli(['--socket', daemon.socketPath, ...args]);
+    const client = await TaskHistoryClient.connect({ socketPath: daemon.socketPath });
+    ({ task_id: taskId } = await client.createTask({ description: hostile, mode: 'autonomous', steps: [{ command: hostile }], agent: hostile }));
+    await client.logStep({ task_id: taskId, step_num: 1, command: hostile, status: 'failed', output: `first line\n${hostile}`, error: hostile, recovery: hostile });
+    await client.close();
+  });
+
+  /** The view's output shows the hostile text escaped `times` times and holds no raw control character. */
+  async function expectEscaped(args: string[], times: number): Promise<string> {
+    const run = await on(...args);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).not.toMatch(RAW_CONTROL);
+    expect(run.stdout.split(shown).length - 1).toBe(times);
+    return run.stdout;
+  }
+
+  it('show: description, agent, plan, command, output, error and recovery', async () => {
+    const text = await expectEscaped(['show', taskId], 6);
+    // The plan is JSON: C0 controls in JSON's own escapes, C1 and bidi in ours.
+    expect(text).toContain('{"command":"seen\\u001b[8mhidden');
+    expect(text).toContain('\\x9b2J\\u202eesrever');
+    // Multi-line output keeps its lines.
+    expect(text).toMatch(/output:\n +first line\n +seen\\x1b\[8m/);
+  });
+
+  it('recent: the description', async () => {
+    await expectEscaped(['recent'], 1);
+  });
+
+  it('tail: the description and the command', async () => {
+    await expectEscaped(['tail'], 2);
+  });
+
+  it('status: the running task and its agent', async () => {
+    await expectEscaped(['status'], 2);
+  });
+
+  it('export stays the raw to_dict JSON', async () => {
+    const run = await on('export');
+    expect(run.code, run.stderr).toBe(0);
+    expect(JSON.parse(run.stdout).tasks[0].description).toBe(hostile);
   });
 });

@@ -6,7 +6,8 @@ import WebSocket from 'ws';
 import { ChainWalker } from '../protocol/chain-verify.js';
 import type { CloudStatus, StatusResult } from '../protocol/methods.js';
 import { GENESIS_HASH, type ChainRecord } from '../protocol/records.js';
-import { CLOUD_BIN, openRawSocket, RawSocket, startDaemon, type Daemon } from './daemon-harness.js';
+import { existsSync } from 'node:fs';
+import { CLOUD_BIN, openRawSocket, RawSocket, REPO, startDaemon, type Daemon } from './daemon-harness.js';
 import { sleep, spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
 import { sha256Hex } from '../node/sha256.js';
 
@@ -56,6 +57,17 @@ async function startCloud(site: { dataDir: string; tokensFile: string; port: num
     return /<6>listening url=(\S+)/.exec(child.stderr())?.[1];
   }, 15_000, 'the cloud to listen');
   return { ...child, url, httpBase: url.replace(/^ws/, 'http').replace(/\/v1\/sync$/, '') };
+}
+
+/** A fake cloud endpoint process (test/fixtures/fake-endpoint.mjs) that answers pushes as `answer` says. */
+async function startFakeCloud(answer: 'above' | 'wrong-hash' | 'storage-failure', extra: string[] = []): Promise<Cloud & { pushes(): string[] }> {
+  const child = spawnTracked(process.execPath, [join(REPO, 'test/fixtures/fake-endpoint.mjs'), '--answer', answer, ...extra]);
+  const url = await waitFor(() => {
+    if (child.proc.exitCode !== null) throw new Error(`the fake cloud exited during start-up:\n${child.stderr()}`);
+    return /listening url=(\S+)/.exec(child.stderr())?.[1];
+  }, 15_000, 'the fake cloud to listen');
+  const pushes = () => child.stdout().split('\n').filter((line) => line.startsWith('push '));
+  return { ...child, url, httpBase: url.replace(/^ws/, 'http').replace(/\/v1\/sync$/, ''), pushes };
 }
 
 async function openCloudSocket(url: string, token: string): Promise<RawSocket> {
@@ -195,14 +207,19 @@ describe('cloud sync', () => {
   it('rejects a wrong token: auth_failed in status, nothing pushed', async () => {
     const site = await cloudSite();
     await startCloud(site);
-    for (const token of ['not-a-valid-token', TOKENS.other]) {
+    const refusals = [
+      // An unknown token is refused at the upgrade; another machine's token at the first call.
+      ['not-a-valid-token', `${site.url} refused the token (HTTP 401); check the cloud token file`],
+      [TOKENS.other, 'Forbidden: this token belongs to machine other-machine, not test-machine'],
+    ];
+    for (const [token, refusal] of refusals) {
       const { socket } = await startSyncedDaemon(site.url, { token });
       await logTask(socket, 3, 'refused');
       const cloud = await waitFor(async () => {
         const status = await cloudStatus(socket);
         return status.state === 'auth_failed' ? status : null;
       }, 10_000, 'the daemon to report auth_failed');
-      expect(cloud.last_error).toBeTruthy();
+      expect(cloud.last_error).toBe(refusal);
       expect(cloud.queued).toBe(4);
       expect(cloud.acked_seq).toBe(0);
       expect(await cloudHead(site.url)).toEqual({ acked_seq: 0, head_hash: null });
@@ -348,5 +365,83 @@ describe('cloud sync', () => {
     const at = (q: number) => lags[Math.min(lags.length - 1, Math.floor(q * lags.length))].toFixed(2);
     console.log(`commit-to-cloud-ack lag over ${lags.length} steps: p50 ${at(0.5)} ms, p90 ${at(0.9)} ms, p99 ${at(0.99)} ms, max ${at(1)} ms (polled via status)`);
     expect(lags).toHaveLength(100);
+  });
+});
+
+describe('a cloud whose word does not hold', () => {
+  /** Logs five finished one-step tasks under --max-tasks 2 and waits until the daemon has refused the cloud's answer to a push of all 15 records. */
+  async function refusedAfterFiveTasks(answer: 'above' | 'wrong-hash'): Promise<{ daemon: Daemon; socket: RawSocket; cloud: CloudStatus }> {
+    const fake = await startFakeCloud(answer);
+    const { daemon, socket } = await startSyncedDaemon(fake.url, { extra: ['--max-tasks', '2', '--restore-timeout-ms', '300'] });
+    for (let t = 0; t < 5; t++) {
+      const taskId = await logTask(socket, 1, `unstored ${t}`);
+      await socket.call('complete_task', { task_id: taskId, final_status: 'completed' });
+    }
+    await waitFor(() => fake.pushes().some((line) => line.endsWith('-15')), 15_000, 'a push of every record');
+    const cloud = await waitFor(async () => {
+      const status = await cloudStatus(socket);
+      return status.state === 'refused_ack' && /seq 15\b/.test(status.last_error ?? '') ? status : null;
+    }, 15_000, 'the daemon to refuse the acknowledgement of seq 15');
+    return { daemon, socket, cloud };
+  }
+
+  async function expectNothingBelieved(daemon: Daemon, socket: RawSocket, cloud: CloudStatus): Promise<void> {
+    expect(cloud.acked_seq).toBe(0);
+    expect(cloud.queued).toBe(15);
+    expect(daemon.stderr()).toMatch(/<3>refused the cloud's acknowledgement/);
+    // No cursor was written, and trimming kept every task, since no cloud stored any.
+    expect(existsSync(join(daemon.dataDir, 'cloud_cursor.json'))).toBe(false);
+    const view = await socket.call('to_dict', {});
+    expect(view.tasks.map((t: { description: string }) => t.description)).toEqual([0, 1, 2, 3, 4].map((t) => `unstored ${t}`));
+    expect((await socket.call('status', {})).last_seq).toBe(15);
+  }
+
+  it('refuses an acknowledgement above what was pushed: no cursor moves, nothing is trimmed', async () => {
+    const { daemon, socket, cloud } = await refusedAfterFiveTasks('above');
+    expect(cloud.last_error).toBe('the cloud acknowledged seq 1000000, but it was sent records up to seq 15 only');
+    await expectNothingBelieved(daemon, socket, cloud);
+  });
+
+  it('refuses an acknowledgement whose head hash is not the hash of that record', async () => {
+    const { daemon, socket, cloud } = await refusedAfterFiveTasks('wrong-hash');
+    const records = await socket.call('get_recent', { count: 5 });
+    const fifteenth = records.at(-1);
+    expect(fifteenth.completed_seq).toBe(15);
+    expect(cloud.last_error).toMatch(/^the cloud acknowledged seq 15 with head hash [0-9a-f]{64}, but that record's hash is [0-9a-f]{64}$/);
+    const [, claimed, actual] = /head hash ([0-9a-f]{64}), but that record's hash is ([0-9a-f]{64})/.exec(cloud.last_error as string) ?? [];
+    expect(claimed).not.toBe(actual);
+    await expectNothingBelieved(daemon, socket, cloud);
+  });
+
+  it('comes back online at the first acknowledgement that holds, and only then trims', async () => {
+    const fake = await startFakeCloud('above', ['--honest-after', '1']);
+    const { daemon, socket } = await startSyncedDaemon(fake.url, { extra: ['--max-tasks', '2', '--restore-timeout-ms', '300'] });
+    const first = await logTask(socket, 1, 'first');
+    await socket.call('complete_task', { task_id: first, final_status: 'completed' });
+    // The log, not status: the honest retry may come before any status call could see refused_ack.
+    await waitFor(() => daemon.stderr().includes("<3>refused the cloud's acknowledgement"), 15_000, 'the first acknowledgement to be refused');
+    for (let t = 0; t < 3; t++) {
+      const taskId = await logTask(socket, 1, `later ${t}`);
+      await socket.call('complete_task', { task_id: taskId, final_status: 'completed' });
+    }
+    const status = await waitForSynced(socket);
+    expect(status.cloud).toMatchObject({ state: 'online', acked_seq: 12, queued: 0, last_error: null });
+    await waitFor(async () => (await socket.call('to_dict', {})).count === 2, 10_000, 'the daemon to trim what the cloud now holds');
+  });
+
+  it('waits as long as a storage failure (1004) asks in data.retry_after_ms, and it is no auth failure', async () => {
+    const fake = await startFakeCloud('storage-failure', ['--retry-after-ms', '60000']);
+    const { socket } = await startSyncedDaemon(fake.url, { extra: ['--restore-timeout-ms', '300'] });
+    await logTask(socket, 1, 'while the database is down');
+    const cloud = await waitFor(async () => {
+      const status = await cloudStatus(socket);
+      return status.next_retry_at !== null && status.last_error !== null ? status : null;
+    }, 15_000, 'the daemon to schedule a retry after the storage failure');
+    expect(cloud.state).toBe('offline');
+    expect(cloud.last_error).toBe("the cloud's storage failed (code 1004): Storage failure: the database is down; it asks to retry in 60000 ms");
+    expect(cloud.queued).toBe(2);
+    // --cloud-retry-max-ms is 300: only the cloud's word explains a retry this far ahead.
+    expect(Date.parse(cloud.next_retry_at as string) - Date.now()).toBeGreaterThan(30_000);
+    expect(fake.pushes()).toHaveLength(1);
   });
 });

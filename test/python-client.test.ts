@@ -121,6 +121,19 @@ describe('Python client against the real daemon', () => {
     expect(out.task).toMatchObject({ status: 'completed', steps: [{ step: 1, command: 'after restart' }] });
   });
 
+  it('says a call that timed out may have been recorded and how to check; it was recorded', async () => {
+    const daemon = await startDaemon();
+    const run = await runPython([script('client_timeout.py'), daemon.socketPath, String(daemon.pid)], [PYTHON_CLIENT_DIR]);
+    expect(run.code, run.stderr).toBe(0);
+    const out = lastJsonLine(run);
+    expect(out.error_type).toBe('CallTimeoutError');
+    expect(out.is_unavailable).toBe(true);
+    expect(out.message).toBe(
+      `the daemon on socket ${daemon.socketPath} did not answer log_step within 0.5 s; it may have been recorded: check with get_task("${out.task_id}") or \`taskhistory show ${out.task_id}\` before retrying`,
+    );
+    expect(out.commands).toEqual(['sent while the daemon was stopped']);
+  });
+
   it('resolves the default socket exactly as protocol/paths.ts does', async () => {
     const cases: { env: Record<string, string>; uid: number }[] = [
       { env: { TASKHISTORY_SOCKET: '/srv/th.sock', XDG_RUNTIME_DIR: '/run/user/1000' }, uid: 1000 },

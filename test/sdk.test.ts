@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DaemonUnreachableError, TaskHistoryClient, TaskHistoryError } from '../client/sdk.js';
+import { readFileSync } from 'node:fs';
+import { CallTimeoutError, DaemonUnreachableError, TaskHistoryClient, TaskHistoryError } from '../client/sdk.js';
 import { ErrorCodes } from '../protocol/errors.js';
 import type { EventParams } from '../protocol/methods.js';
 import { startDaemon, type Daemon } from './daemon-harness.js';
@@ -185,5 +186,50 @@ describe('TaskHistoryClient without a daemon', () => {
     const error = await rejection(client.status());
     expect(error).toBeInstanceOf(DaemonUnreachableError);
     expect(error.message).toContain(daemon.socketPath);
+  });
+});
+
+describe('TaskHistoryClient when the daemon does not answer in time', () => {
+  /** Whether the process is stopped (state T in /proc/PID/stat). */
+  const isStopped = (pid: number) => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].startsWith('T');
+
+  it('says a write may have been recorded and how to check; after the daemon goes on, it was', async () => {
+    const daemon = await startDaemon();
+    const client = await TaskHistoryClient.connect({ socketPath: daemon.socketPath, timeoutMs: 500 });
+    const { task_id } = await client.createTask({ description: 'timed out', mode: 'autonomous', steps: [] });
+    process.kill(daemon.pid, 'SIGSTOP');
+    let step: Error;
+    let create: Error;
+    let read: Error;
+    try {
+      await waitFor(() => isStopped(daemon.pid), 5000, 'the daemon to stop');
+      [step, create, read] = await Promise.all([
+        rejection(client.logStep({ task_id, step_num: 1, command: 'sent while stopped', status: 'success' })),
+        rejection(client.createTask({ description: 'created while stopped', mode: 'autonomous', steps: [] })),
+        rejection(client.status()),
+      ]);
+    } finally {
+      process.kill(daemon.pid, 'SIGCONT');
+    }
+    const socket = daemon.socketPath;
+    expect(step).toBeInstanceOf(CallTimeoutError);
+    expect(step).toBeInstanceOf(DaemonUnreachableError);
+    expect((step as CallTimeoutError).errno).toBe('ETIMEDOUT');
+    expect(step.message).toBe(
+      `the daemon on ${socket} did not answer log_step within 500 ms; it may have been recorded: check with get_task("${task_id}") or \`taskhistory show ${task_id}\` before retrying`,
+    );
+    expect(create.message).toBe(
+      `the daemon on ${socket} did not answer create_task within 500 ms; the task may have been created: check with get_recent() or \`taskhistory recent\` before retrying`,
+    );
+    expect(read.message).toBe(`the daemon on ${socket} did not answer status within 500 ms`);
+
+    // The same connection serves on, and both writes were in fact recorded.
+    const task = await waitFor(async () => {
+      const current = await client.getTask(task_id);
+      return current.steps.length > 0 ? current : null;
+    }, 10_000, 'the step sent while the daemon was stopped');
+    expect(task.steps.map((s) => s.command)).toEqual(['sent while stopped']);
+    expect((await client.getRecent()).map((t) => t.description)).toEqual(['timed out', 'created while stopped']);
+    await client.close();
   });
 });

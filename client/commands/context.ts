@@ -25,6 +25,7 @@ export class CliError extends Error {
 export interface GlobalOptions {
   socket?: string;
   json?: boolean;
+  timeoutMs?: number;
 }
 
 export function globalOptions(command: Command): GlobalOptions {
@@ -33,7 +34,8 @@ export function globalOptions(command: Command): GlobalOptions {
 
 /** Runs `work` with a connected client, closing it afterwards. */
 export async function withClient<T>(command: Command, work: (client: TaskHistoryClient) => Promise<T>): Promise<T> {
-  const client = await TaskHistoryClient.connect({ socketPath: globalOptions(command).socket });
+  const { socket, timeoutMs } = globalOptions(command);
+  const client = await TaskHistoryClient.connect({ socketPath: socket, timeoutMs });
   try {
     return await work(client);
   } finally {

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import { resolveSocketPath } from '../../protocol/paths.js';
 import { TASK_MODES, type TaskMode } from '../../protocol/records.js';
-import { TaskHistoryClient } from '../sdk.js';
+import { CallTimeoutError, TaskHistoryClient } from '../sdk.js';
 import { CliError, ExitCodes, describeError, globalOptions, integerAtLeast } from './context.js';
 import { runTeed, shellQuote, type CommandRun } from './exec-process.js';
 import { currentPathEnvironment } from '../../node/path-environment.js';
@@ -20,8 +20,8 @@ interface LogTarget {
 }
 
 /** Connects (and creates the task for --new) while the command already runs. */
-async function openLogTarget(socketPath: string, options: ExecOptions, commandLine: string): Promise<LogTarget> {
-  const client = await TaskHistoryClient.connect({ socketPath });
+async function openLogTarget(socketPath: string, timeoutMs: number | undefined, options: ExecOptions, commandLine: string): Promise<LogTarget> {
+  const client = await TaskHistoryClient.connect({ socketPath, timeoutMs });
   if (options.new === undefined) return { client, taskId: options.task as string, created: false };
   try {
     const { task_id } = await client.createTask({ description: options.new, mode: options.mode, steps: [{ command: commandLine }] });
@@ -60,6 +60,8 @@ async function logRun(target: Promise<LogTarget>, run: CommandRun, options: Exec
       await client.close();
     }
   } catch (error) {
+    // A call that timed out may have been recorded: its message says how to check, "nothing" would be wrong.
+    if (error instanceof CallTimeoutError) return describeError(error, socketPath);
     return `${unlogged}: ${describeError(error, socketPath)}`;
   }
 }
@@ -72,8 +74,9 @@ async function exec(argv: string[], options: ExecOptions, command: Command): Pro
     throw new CliError(ExitCodes.usage, 'exec: --step goes with --task; a --new task has one step');
   }
   const commandLine = shellQuote(argv);
-  const socketPath = resolveSocketPath(globalOptions(command).socket, currentPathEnvironment());
-  const target = openLogTarget(socketPath, options, commandLine);
+  const { socket, timeoutMs } = globalOptions(command);
+  const socketPath = resolveSocketPath(socket, currentPathEnvironment());
+  const target = openLogTarget(socketPath, timeoutMs, options, commandLine);
   target.catch(() => undefined); // reported after the command has run
   const run = await runTeed(argv);
   if (run.spawnError) process.stderr.write(`taskhistory: exec: ${run.spawnError}\n`);

@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CLOUD_SYNC_PATH, cloudTaskHistoryPath } from '../../protocol/cloud-methods.js';
+import { readSecretLine, SecretFileError } from '../../node/secret-file.js';
 import { CliError, ExitCodes, integerAtLeast, printJson } from './context.js';
 
 interface PullOptions {
@@ -25,16 +25,13 @@ export function cloudHttpBase(cloudUrl: string): URL {
   return new URL(`${protocol}//${url.host}${basePath}`);
 }
 
+/** The bearer token; unlike the daemon, pull takes a token file others may read (a user's own choice). */
 function readToken(tokenFile: string): string {
-  let text: string;
   try {
-    text = readFileSync(tokenFile, 'utf8');
+    return readSecretLine(tokenFile, { what: 'token file', ownerOnly: false });
   } catch (error) {
-    throw new CliError(ExitCodes.usage, `pull: cannot read the token file ${tokenFile} (${(error as NodeJS.ErrnoException).code})`);
+    throw error instanceof SecretFileError ? new CliError(ExitCodes.usage, `pull: ${error.message}`) : error;
   }
-  const token = text.split('\n')[0].trim();
-  if (!token) throw new CliError(ExitCodes.usage, `pull: the first line of ${tokenFile} holds no token`);
-  return token;
 }
 
 /** The cloud's `{error}` message, or the start of whatever else it answered. */

@@ -24,6 +24,7 @@ __all__ = [
     "DaemonUnavailableError",
     "UntrustedSocketDirectoryError",
     "check_socket_directory",
+    "CallTimeoutError",
     "resolve_socket_path",
     "PARSE_ERROR",
     "INVALID_REQUEST",
@@ -79,6 +80,33 @@ class DaemonUnavailableError(TaskHistoryError):
             "Start it with `taskhistoryd`, or point TASKHISTORY_SOCKET at its socket." % (socket_path, problem),
         )
         self.socket_path = socket_path
+
+
+class CallTimeoutError(DaemonUnavailableError):
+    """A call was sent but not answered within the timeout: a write may still have been recorded."""
+
+    def __init__(self, socket_path: str, method: str, timeout: float, params: Dict[str, Any]) -> None:
+        TaskHistoryError.__init__(
+            self,
+            None,
+            "the daemon on socket %s did not answer %s within %s s%s"
+            % (socket_path, method, timeout, _recorded_check_hint(method, params)),
+        )
+        self.socket_path = socket_path
+        self.method = method
+
+
+def _recorded_check_hint(method: str, params: Dict[str, Any]) -> str:
+    """How to find out whether a write that timed out was recorded (as the TypeScript SDK says it)."""
+    task_id = params.get("task_id")
+    if method in ("log_step", "complete_task") and isinstance(task_id, str):
+        return '; it may have been recorded: check with get_task("%s") or `taskhistory show %s` before retrying' % (
+            task_id,
+            task_id,
+        )
+    if method == "create_task":
+        return "; the task may have been created: check with get_recent() or `taskhistory recent` before retrying"
+    return ""
 
 
 def resolve_socket_path(explicit: Optional[str] = None) -> str:
@@ -417,7 +445,7 @@ class TaskHistory:
         except socket.timeout:
             # The answer may still arrive later; a fresh connection keeps later calls in step.
             self.close()
-            raise DaemonUnavailableError(self.socket_path, "no answer to %s within %s s" % (method, self.timeout))
+            raise CallTimeoutError(self.socket_path, method, self.timeout, params)
         except OSError as error:
             self.close()
             raise DaemonUnavailableError(self.socket_path, "connection lost during %s (%s)" % (method, error))
