@@ -6,6 +6,7 @@ import { CLOUD_SYNC_PATH } from '../protocol/cloud-methods.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TASKS } from '../protocol/limits.js';
 import { log } from '../protocol/log.js';
 import { RpcDispatcher } from '../protocol/rpc-dispatch.js';
+import { ConsoleAssets } from './console-assets.js';
 import type { CloudStorage } from './storage.js';
 import { registerSyncMethods } from './sync-methods.js';
 import { TaskHistoryBuilder } from './task-history-view.js';
@@ -36,6 +37,7 @@ export class CloudServer {
   private readonly endpoint = new RpcDispatcher<Principal>();
   private readonly alive = new WeakSet<WebSocket>();
   private heartbeat: NodeJS.Timeout | undefined;
+  private readonly consoleAssets = ConsoleAssets.load();
 
   constructor(private readonly options: CloudServerOptions) {
     registerSyncMethods(this.endpoint, options.storage);
@@ -109,6 +111,7 @@ export class CloudServer {
 
   private async serveHttp(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://endpoint');
+    if (ConsoleAssets.claims(url.pathname)) return this.consoleAssets.serve(req, res, url.pathname);
     const route = TASK_HISTORY_ROUTE.exec(url.pathname);
     if (!route) return sendJson(res, 404, { error: `no such resource: ${url.pathname}` });
     if (req.method !== 'GET') return sendJson(res, 405, { error: 'only GET is served here' }, { allow: 'GET' });
