@@ -2,10 +2,11 @@ import { mkdir, open, readdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChainBreak, ChainWalker } from '../protocol/chain-verify.js';
 import { isRecordLike, journalLine } from '../protocol/data-file.js';
-import { fsyncDirectory } from '../protocol/durable-files.js';
+import { fsyncDirectory } from '../node/durable-files.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
-import { log } from '../protocol/log.js';
+import { log } from '../node/log.js';
 import type { CloudStorage } from './storage.js';
+import { sha256Hex } from '../node/sha256.js';
 
 /**
  * The default backend: one append-only JSONL file per machine under `<data-dir>/machines/`, each
@@ -125,7 +126,7 @@ async function loadMachineLog(path: string): Promise<MachineLog> {
   const handle = await open(path, 'a+');
   try {
     const text = await handle.readFile();
-    const walker = new ChainWalker({ ...EMPTY_HEAD });
+    const walker = new ChainWalker({ ...EMPTY_HEAD }, sha256Hex);
     const starts: number[] = [];
     let offset = 0;
     for (let line = 1; ; line++) {

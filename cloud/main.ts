@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander';
 import { FileStorage, StorageLoadError } from './file-storage.js';
-import { log } from '../protocol/log.js';
+import { log } from '../node/log.js';
 import { CloudServer } from './server.js';
 import { TokenRegistry, TokensFileError } from './tokens.js';
 

@@ -4,8 +4,8 @@ import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { CLOUD_SYNC_PATH } from '../protocol/cloud-methods.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TASKS } from '../protocol/limits.js';
-import { log } from '../protocol/log.js';
-import { RpcDispatcher } from '../protocol/rpc-dispatch.js';
+import { log } from '../node/log.js';
+import { RpcDispatcher } from '../node/rpc-dispatch.js';
 import { ConsoleAssets } from './console-assets.js';
 import type { CloudStorage } from './storage.js';
 import { registerSyncMethods } from './sync-methods.js';
@@ -34,7 +34,7 @@ export interface CloudServerOptions {
 export class CloudServer {
   private readonly http: Server;
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: DEFAULT_MAX_MESSAGE_BYTES });
-  private readonly endpoint = new RpcDispatcher<Principal>();
+  private readonly endpoint = new RpcDispatcher<Principal>(log);
   private readonly alive = new WeakSet<WebSocket>();
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly consoleAssets = ConsoleAssets.load();

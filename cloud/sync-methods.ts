@@ -3,8 +3,8 @@ import { CloudMethods, type CloudHead } from '../protocol/cloud-methods.js';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import type { ChainPoint, ChainRecord } from '../protocol/records.js';
 import { BatchRefused, newRecordsOf } from './chain-intake.js';
-import { log } from '../protocol/log.js';
-import type { RpcDispatcher } from '../protocol/rpc-dispatch.js';
+import { log } from '../node/log.js';
+import type { RpcDispatcher } from '../node/rpc-dispatch.js';
 import type { CloudStorage } from './storage.js';
 import { pushRefusal, readRefusal, type Principal } from './tokens.js';
 

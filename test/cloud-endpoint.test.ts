@@ -7,6 +7,7 @@ import { chainRecord, GENESIS_HASH, type ChainRecord, type UnchainedRecord } fro
 import { tasksFromRecords } from '../protocol/task-view.js';
 import { CLOUD_BIN, RawSocket } from './daemon-harness.js';
 import { sleep, spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
+import { sha256Hex } from '../node/sha256.js';
 
 const TOKENS = { m1: 'token-m1-0123456789', m2: 'token-m2-0123456789', admin: 'token-admin-0123456789' };
 
@@ -78,7 +79,7 @@ function makeChain(count: number, tag = 'a', startTs = 1_700_000_000): ChainReco
         : i % 5 === 4
           ? { type: 'task_completed', task_id: taskId, final_status: taskNumber % 2 ? 'failed' : 'completed', ts }
           : { type: 'step_logged', task_id: taskId, step: i % 5, command: `cmd ${i}`, status: 'success', output: `output of record ${i + 1}`, duration_ms: 3, exit_code: 0, ts };
-    const record = chainRecord(body, prev.seq, prev.hash);
+    const record = chainRecord(body, prev.seq, prev.hash, sha256Hex);
     records.push(record);
     prev = { seq: record.seq, hash: record.hash };
   }
@@ -285,7 +286,7 @@ describe('taskhistory-cloud', () => {
     const records: ChainRecord[] = [];
     let prev = { seq: 0, hash: GENESIS_HASH };
     const add = (body: UnchainedRecord) => {
-      const record = chainRecord(body, prev.seq, prev.hash);
+      const record = chainRecord(body, prev.seq, prev.hash, sha256Hex);
       records.push(record);
       prev = { seq: record.seq, hash: record.hash };
     };

@@ -8,6 +8,7 @@ import type { CloudStatus, StatusResult } from '../protocol/methods.js';
 import { GENESIS_HASH, type ChainRecord } from '../protocol/records.js';
 import { CLOUD_BIN, openRawSocket, RawSocket, startDaemon, type Daemon } from './daemon-harness.js';
 import { sleep, spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
+import { sha256Hex } from '../node/sha256.js';
 
 /** The harness starts every daemon as machine `test-machine`. */
 const MACHINE = 'test-machine';
@@ -76,7 +77,7 @@ async function cloudChain(url: string): Promise<ChainRecord[]> {
     if (!page.more) break;
   }
   admin.close();
-  const walker = new ChainWalker({ seq: 0, hash: GENESIS_HASH });
+  const walker = new ChainWalker({ seq: 0, hash: GENESIS_HASH }, sha256Hex);
   for (const record of records) walker.accept(record);
   return records;
 }
