@@ -1,35 +1,7 @@
-import type { StepView, TaskView } from '../protocol/task-view.js';
+import type { FleetError, FleetMachine, FleetTaskDetail, IncidentsPage, MachinesPage, TasksPage } from '../protocol/fleet-api.js';
+import { FLEET_PATHS, PAGE_MAX } from './fleet-contract.js';
 
-/** The fleet queries of the cloud endpoint (issue 12), as the console reads them. */
-
-export interface MachineSummary {
-  machine_id: string;
-  acked_seq: number;
-  head_hash: string | null;
-  /** ISO time or Unix seconds of the newest acknowledged push, null when never. */
-  last_push_at: string | number | null;
-  tasks: number;
-  running: number;
-  incidents: number;
-}
-
-export type FleetTask = TaskView & { machine_id: string };
-export type FleetStep = StepView & { hash?: string };
-
-export interface TaskPage {
-  tasks: FleetTask[];
-  next_cursor: string | null;
-}
-
-export interface Incident {
-  machine_id: string;
-  seq?: number;
-  reason: string;
-  at?: string | number;
-  [key: string]: unknown;
-}
-
-/** The endpoint said 401: the token is wrong, expired or revoked. */
+/** The endpoint said 401: the token is wrong or has been revoked. */
 export class Unauthorized extends Error {}
 
 /** Any other answer than 2xx, with the endpoint's own message when it sent one. */
@@ -42,6 +14,7 @@ export class ApiError extends Error {
   }
 }
 
+/** The fleet queries (protocol/fleet-api.ts) with the session's token. */
 export class FleetApi {
   constructor(private readonly token: string) {}
 
@@ -50,22 +23,28 @@ export class FleetApi {
     return { authorization: `Bearer ${this.token}`, accept: 'application/json' };
   }
 
-  machines(): Promise<MachineSummary[]> {
-    return this.get<{ machines: MachineSummary[] } | MachineSummary[]>('/v1/machines').then((body) => (Array.isArray(body) ? body : body.machines));
+  /** Every machine, all pages. */
+  async machines(): Promise<FleetMachine[]> {
+    const machines: FleetMachine[] = [];
+    for (let cursor: string | null = null; ; ) {
+      const query = new URLSearchParams({ limit: String(PAGE_MAX), ...(cursor && { cursor }) });
+      const page: MachinesPage = await this.get(`${FLEET_PATHS.machines}?${query.toString()}`);
+      machines.push(...page.machines);
+      cursor = page.next_cursor;
+      if (!cursor) return machines;
+    }
   }
 
-  tasks(filters: URLSearchParams): Promise<TaskPage> {
-    return this.get<TaskPage>(`/v1/tasks?${filters.toString()}`);
+  tasks(query: URLSearchParams): Promise<TasksPage> {
+    return this.get(`${FLEET_PATHS.tasks}?${query.toString()}`);
   }
 
-  task(machineId: string, taskId: string): Promise<FleetTask & { steps: FleetStep[] }> {
-    return this.get(`/v1/machines/${encodeURIComponent(machineId)}/tasks/${encodeURIComponent(taskId)}`);
+  task(machineId: string, taskId: string): Promise<FleetTaskDetail> {
+    return this.get(FLEET_PATHS.task(machineId, taskId));
   }
 
-  incidents(filters: URLSearchParams): Promise<Incident[]> {
-    return this.get<{ incidents: Incident[] } | Incident[]>(`/v1/incidents?${filters.toString()}`).then((body) =>
-      Array.isArray(body) ? body : body.incidents,
-    );
+  incidents(query: URLSearchParams): Promise<IncidentsPage> {
+    return this.get(`${FLEET_PATHS.incidents}?${query.toString()}`);
   }
 
   private async get<T>(path: string): Promise<T> {
@@ -73,14 +52,14 @@ export class FleetApi {
     try {
       response = await fetch(path, { headers: this.headers, cache: 'no-store' });
     } catch (error) {
-      throw new ApiError(0, `the endpoint at ${location.origin} did not answer ${path} (${(error as Error).message}); is it running?`);
+      throw new ApiError(0, `The endpoint at ${location.origin} did not answer ${path} (${(error as Error).message}). Is it running?`);
     }
     if (response.status === 401) throw new Unauthorized('The endpoint refused this token: it is wrong or has been revoked. Sign in with a valid token.');
-    const body = (await response.json().catch(() => null)) as { error?: unknown } | null;
-    if (!response.ok) {
-      const detail = body && typeof body.error === 'string' ? body.error : response.statusText;
+    const body = (await response.json().catch(() => null)) as (T & Partial<FleetError>) | null;
+    if (!response.ok || body === null) {
+      const detail = typeof body?.error === 'string' ? body.error : response.statusText || 'no JSON answer';
       throw new ApiError(response.status, `${path} answered ${response.status}: ${detail}`);
     }
-    return body as T;
+    return body;
   }
 }

@@ -1,12 +1,9 @@
 import { createParser } from 'eventsource-parser';
+import type { StoredEvent } from '../protocol/fleet-api.js';
 import { Unauthorized } from './api.js';
+import { FLEET_PATHS } from './fleet-contract.js';
 
-/** One `stored` event of GET /v1/events: a machine's chain grew to `seq`. */
-export interface StoredEvent {
-  machine_id: string;
-  seq: number;
-  hash: string;
-}
+export type { StoredEvent };
 
 export type FeedState = 'connecting' | 'live' | 'reconnecting';
 
@@ -52,7 +49,7 @@ export class LiveFeed {
 
   private async readOnce(): Promise<void> {
     this.onState('connecting');
-    const response = await fetch('/v1/events', {
+    const response = await fetch(FLEET_PATHS.events, {
       headers: { ...this.headers, accept: 'text/event-stream' },
       cache: 'no-store',
       signal: this.abort.signal,

@@ -1,4 +1,4 @@
-import type { MachineSummary } from '../api.js';
+import type { FleetMachine } from '../../protocol/fleet-api.js';
 import { el, replaceChildren } from '../dom.js';
 import { absoluteTime, relativeTime, shortHash, toDate } from '../format.js';
 import { viewHref } from '../url-state.js';
@@ -26,7 +26,7 @@ export async function machinesView({ api, params }: ViewContext): Promise<View> 
   const body = el('tbody');
   const summary = el('p', { class: 'summary', 'aria-live': 'polite' });
 
-  const sortValue = (machine: MachineSummary, key: SortKey): string | number =>
+  const sortValue = (machine: FleetMachine, key: SortKey): string | number =>
     key === 'last_push_at' ? (toDate(machine.last_push_at)?.getTime() ?? 0) : machine[key];
 
   const draw = () => {
@@ -74,12 +74,12 @@ export async function machinesView({ api, params }: ViewContext): Promise<View> 
   };
 }
 
-function isStale(machine: MachineSummary, now: number, staleSeconds: number): boolean {
+function isStale(machine: FleetMachine, now: number, staleSeconds: number): boolean {
   const pushed = toDate(machine.last_push_at);
   return !pushed || now - pushed.getTime() > staleSeconds * 1000;
 }
 
-function machineRow(machine: MachineSummary, now: number, staleSeconds: number): HTMLTableRowElement {
+function machineRow(machine: FleetMachine, now: number, staleSeconds: number): HTMLTableRowElement {
   const pushed = toDate(machine.last_push_at);
   const stale = isStale(machine, now, staleSeconds);
   const classes = [stale && 'stale', machine.incidents > 0 && 'has-incidents'].filter(Boolean).join(' ');

@@ -1,4 +1,5 @@
-import type { FleetStep, FleetTask } from '../api.js';
+import type { FleetTaskDetail } from '../../protocol/fleet-api.js';
+import type { StepView } from '../../protocol/task-view.js';
 import { el, replaceChildren, type Child } from '../dom.js';
 import { absoluteTime, duration, toDate } from '../format.js';
 import { viewHref } from '../url-state.js';
@@ -19,7 +20,7 @@ export async function taskView({ api, params }: ViewContext): Promise<View> {
   const machineId = params.get('machine') ?? '';
   const taskId = params.get('task') ?? '';
   const element = el('section', { 'aria-labelledby': 'task-heading' });
-  const draw = (task: FleetTask & { steps: FleetStep[] }) => replaceChildren(element, ...taskContent(task));
+  const draw = (task: FleetTaskDetail) => replaceChildren(element, ...taskContent(task));
   draw(await api.task(machineId, taskId));
   return {
     title: `Task ${taskId}`,
@@ -30,7 +31,7 @@ export async function taskView({ api, params }: ViewContext): Promise<View> {
   };
 }
 
-function taskContent(task: FleetTask & { steps: FleetStep[] }): Child[] {
+function taskContent(task: FleetTaskDetail): Child[] {
   const created = toDate(task.timestamp);
   const completed = toDate(task.completed_at);
   return [
@@ -63,7 +64,7 @@ function fact(term: string, ...value: Child[]): HTMLElement[] {
   return [el('dt', {}, term), el('dd', {}, ...value)];
 }
 
-function stepItem(step: FleetStep): HTMLLIElement {
+function stepItem(step: StepView): HTMLLIElement {
   const started = toDate(step.started_at);
   return el(
     'li',
@@ -78,7 +79,6 @@ function stepItem(step: FleetStep): HTMLLIElement {
       ...fact('Started', absoluteTime(started)),
       ...fact('Logged', absoluteTime(toDate(step.timestamp))),
       ...fact('Seq', el('span', { 'data-field': 'seq' }, step.seq)),
-      ...fact('Hash', step.hash ? el('code', { class: 'hash' }, step.hash) : 'shown by taskhistory pull'),
     ),
     largeField('Output', step.output),
     largeField('Error', step.error),

@@ -1,11 +1,11 @@
-import type { FleetTask } from '../api.js';
+import type { FleetTaskSummary } from '../../protocol/fleet-api.js';
 import { el } from '../dom.js';
+import { STATUSES } from '../fleet-contract.js';
 import { absoluteTime, relativeTime, toDate } from '../format.js';
 import { navigate, TASK_FILTERS, viewHref } from '../url-state.js';
 import type { View, ViewContext } from './view.js';
 
 const PAGE_SIZE = 50;
-const STATUSES = ['running', 'completed', 'failed', 'aborted'] as const;
 
 /** The fleet's tasks, newest first, filtered by the URL's parameters and paged by the API's cursor. */
 export async function tasksView({ api, params }: ViewContext): Promise<View> {
@@ -23,7 +23,7 @@ export async function tasksView({ api, params }: ViewContext): Promise<View> {
   let cursor: string | null = null;
   let loading = false;
 
-  const show = (tasks: FleetTask[], where: 'append' | 'top') => {
+  const show = (tasks: FleetTaskSummary[], where: 'append' | 'top') => {
     const fresh: HTMLTableRowElement[] = [];
     for (const task of tasks) {
       const key = `${task.machine_id}\u0000${task.task_id}`;
@@ -101,7 +101,7 @@ function apiTime(value: string): string {
   return Number.isNaN(time) ? value : String(time / 1000);
 }
 
-function taskRow(task: FleetTask): HTMLTableRowElement {
+function taskRow(task: FleetTaskSummary): HTMLTableRowElement {
   const created = toDate(task.timestamp);
   return el(
     'tr',

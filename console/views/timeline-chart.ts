@@ -1,4 +1,4 @@
-import type { FleetStep } from '../api.js';
+import type { StepSummary } from '../../protocol/fleet-api.js';
 import { svg } from '../dom.js';
 import { duration } from '../format.js';
 
@@ -10,7 +10,7 @@ const CHART_WIDTH = 600;
  * The steps' durations as horizontal bars on one time axis, drawn by the page as SVG: a step with
  * started_at starts where it started; one without is placed after the previous step.
  */
-export function timelineChart(steps: FleetStep[]): SVGSVGElement {
+export function timelineChart(steps: StepSummary[]): SVGSVGElement {
   const spans = placeSteps(steps);
   const start = Math.min(...spans.map((span) => span.from));
   const end = Math.max(...spans.map((span) => span.to), start + 0.001);
@@ -40,7 +40,7 @@ export function timelineChart(steps: FleetStep[]): SVGSVGElement {
 }
 
 /** Each step's span in Unix seconds. */
-function placeSteps(steps: FleetStep[]): { step: FleetStep; from: number; to: number }[] {
+function placeSteps(steps: StepSummary[]): { step: StepSummary; from: number; to: number }[] {
   let previousEnd: number | undefined;
   return steps.map((step) => {
     const seconds = (step.duration_ms ?? 0) / 1000;
