@@ -59,12 +59,14 @@ export class ConsoleAssets {
     return new ConsoleAssets(byPath);
   }
 
-  /** Whether the path belongs to the console (so the caller answers nothing else for it). */
-  static claims(pathname: string): boolean {
+  /** Whether the request target (path and query) belongs to the console, so that nothing else answers it. */
+  static claims(target: string | undefined): boolean {
+    const pathname = pathOf(target);
     return pathname === '/' || pathname === '/index.html' || pathname.startsWith('/assets/');
   }
 
-  serve(req: IncomingMessage, res: ServerResponse, pathname: string): void {
+  serve(req: IncomingMessage, res: ServerResponse): void {
+    const pathname = pathOf(req.url);
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', ...SECURITY_HEADERS }).end();
       return;
@@ -78,6 +80,11 @@ export class ConsoleAssets {
     res.writeHead(200, found.headers);
     res.end(req.method === 'HEAD' ? undefined : found.body);
   }
+}
+
+/** The path of a request target; the query (the console's view state) does not choose the file. */
+function pathOf(target: string | undefined): string {
+  return (target ?? '').split('?')[0];
 }
 
 function asset(body: Buffer, extension: string, cacheControl: string): Asset {

@@ -23,7 +23,8 @@ export function streamStoredEvents(
   options: { storage: CloudStorage; revocations: RevocationWatch },
 ): void {
   res.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
+    // SSE is UTF-8 by definition: no charset parameter.
+    'content-type': 'text/event-stream',
     'cache-control': 'no-store',
     'x-content-type-options': 'nosniff',
     // A buffering reverse proxy (nginx) would hold events back until its buffer fills.

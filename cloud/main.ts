@@ -13,20 +13,25 @@ function parsePort(text: string): number {
   return port;
 }
 
+interface ServeOptions {
+  port: number;
+  host: string;
+  dataDir: string;
+  tokensFile: string;
+}
+
 const program = new Command('taskhistory-cloud')
-  .description('Reference cloud endpoint for taskhistory: keeps every machine\'s chain, verified, in append-only files')
+  .description('Reference cloud endpoint for taskhistory: keeps every machine\'s chain, verified')
   .option('--port <port>', 'TCP port (0 picks a free one; the bound address is logged)', parsePort, 8787)
   .option('--host <host>', 'address to listen on', '127.0.0.1')
   .requiredOption('--data-dir <dir>', 'directory for the per-machine record files')
   .requiredOption('--tokens-file <file>', 'JSON tokens file, mode 600: {"tokens": [{"token", "machine_id"} | {"token", "admin": true}]}')
-  .parse();
+  .action((options: ServeOptions) => serve(options).catch((error: unknown) => startFailed(error, options)));
 
-const options = program.opts<{ port: number; host: string; dataDir: string; tokensFile: string }>();
-
-async function main(): Promise<void> {
-  const tokens = TokenRegistry.load(options.tokensFile);
+async function serve(options: ServeOptions): Promise<void> {
+  const authenticator = TokenRegistry.load(options.tokensFile);
   const storage = await FileStorage.open(options.dataDir);
-  const server = new CloudServer({ storage, tokens, host: options.host, port: options.port });
+  const server = new CloudServer({ storage, authenticator, host: options.host, port: options.port });
   const url = await server.listen();
 
   let stopping = false;
@@ -51,9 +56,11 @@ async function main(): Promise<void> {
   log.info('listening', { url, data_dir: options.dataDir });
 }
 
-main().catch((error: unknown) => {
+function startFailed(error: unknown, options: ServeOptions): never {
   const expected = error instanceof TokensFileError || error instanceof StorageLoadError;
   const message = (error as Error).message ?? String(error);
   log.error(expected ? message : `could not start on ${options.host}:${options.port} with data dir ${options.dataDir}: ${message}`);
   process.exit(expected ? 2 : 1);
-});
+}
+
+program.parse();
