@@ -40,7 +40,8 @@ export function streamStoredEvents(
     if (readRefusal(caller.principal, event.machine_id) === null) send(`event: stored\ndata: ${JSON.stringify(event)}\n\n`);
   });
   const keepalive = setInterval(() => send(': keepalive\n\n'), KEEPALIVE_MS).unref();
-  const untrack = options.revocations.track(caller.tokenId, () => res.destroy());
+  // Ended, not destroyed: the client reconnects, and hears 401.
+  const untrack = options.revocations.track(caller.tokenId, () => res.end());
   req.socket.once('close', () => {
     unsubscribe();
     clearInterval(keepalive);

@@ -1,12 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium, openPage, type TestBrowser } from './browser-harness.js';
+import { fileBackend } from './cloud-harness.js';
 import { startConsoleSite, type ConsoleSite } from './console-site.js';
 
 let site: ConsoleSite;
 let chromium: TestBrowser;
 
 beforeAll(async () => {
-  site = await startConsoleSite([]);
+  site = await startConsoleSite(await fileBackend.newSite(), []);
   chromium = await launchChromium();
 });
 afterAll(async () => {
@@ -15,7 +16,7 @@ afterAll(async () => {
 
 describe('the console is served by taskhistory-cloud', () => {
   it('serves index.html uncached and hashed assets for a year, all under a strict CSP with nosniff', async () => {
-    const index = await fetch(`${site.httpBase}/`);
+    const index = await fetch(`${site.cloud.httpBase}/`);
     expect(index.status).toBe(200);
     expect(index.headers.get('content-type')).toBe('text/html; charset=utf-8');
     expect(index.headers.get('cache-control')).toBe('no-cache');
@@ -31,19 +32,19 @@ describe('the console is served by taskhistory-cloud', () => {
     const assets = [...html.matchAll(/(?:src|href)="(\/assets\/[^"]+)"/g)].map((match) => match[1]);
     expect(assets.map((path) => /-[A-Z0-9]{8}\.(js|css)$/.test(path))).toEqual([true, true]);
     for (const path of assets) {
-      const response = await fetch(`${site.httpBase}${path}`);
+      const response = await fetch(`${site.cloud.httpBase}${path}`);
       expect(response.status).toBe(200);
       expect(response.headers.get('cache-control')).toBe('public, max-age=31536000, immutable');
       expect(response.headers.get('x-content-type-options')).toBe('nosniff');
       expect(response.headers.get('content-type')).toMatch(path.endsWith('.js') ? /^text\/javascript/ : /^text\/css/);
     }
-    expect((await fetch(`${site.httpBase}/assets/missing-00000000.js`)).status).toBe(404);
-    expect((await fetch(`${site.httpBase}/`, { method: 'POST' })).status).toBe(405);
+    expect((await fetch(`${site.cloud.httpBase}/assets/missing-00000000.js`)).status).toBe(404);
+    expect((await fetch(`${site.cloud.httpBase}/`, { method: 'POST' })).status).toBe(405);
   });
 
   it('opens on the sign-in form, with the token field focused, and logs no console error', async () => {
     const { context, page, problems } = await openPage(chromium.browser);
-    await page.goto(`${site.httpBase}/`);
+    await page.goto(`${site.cloud.httpBase}/`);
     await page.getByRole('heading', { name: 'Sign in to the fleet console' }).waitFor();
     expect(await page.evaluate(() => document.activeElement?.id)).toBe('token');
     expect(problems.consoleErrors).toEqual([]);

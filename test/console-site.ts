@@ -1,55 +1,44 @@
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLOUD_BIN, openRawSocket, startDaemon, type Daemon, type RawSocket } from './daemon-harness.js';
-import { spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
+import { startCloud, writeTokensFile, type Cloud, type StorageSite, type TokenEntry } from './cloud-harness.js';
+import { openRawSocket, startDaemon, type Daemon, type RawSocket } from './daemon-harness.js';
+import { tempDir, waitFor } from './processes.js';
 
-/** A real taskhistory-cloud (file backend) and the tokens the console tests sign in with. */
+/** Real daemons, one per machine id, pushing to a real taskhistory-cloud that serves the console. */
 export interface ConsoleSite {
-  cloud: Spawned;
-  /** ws://…/v1/sync, for daemons. */
-  syncUrl: string;
-  /** http://host:port, where the console is served. */
-  httpBase: string;
-  tokens: { admin: string; machine: Record<string, string> };
-  dataDir: string;
+  storage: StorageSite;
+  cloud: Cloud;
+  /** The token the browser signs in with (reads every machine), and each machine's push token. */
+  tokens: { reader: string; machine: Record<string, string> };
   tokensFile: string;
+  port: number;
 }
 
-function secretFile(path: string, content: string): string {
-  writeFileSync(path, content);
-  chmodSync(path, 0o600);
-  return path;
+export function machineTokens(machineIds: string[]): Record<string, string> {
+  return Object.fromEntries(machineIds.map((id) => [id, `console-push-token-${id}-0123456789abcdef`]));
 }
 
-export async function startConsoleSite(machineIds: string[]): Promise<ConsoleSite> {
-  const dir = tempDir('console-site-');
-  const tokens = {
-    admin: 'console-admin-token-0123456789abcdef',
-    machine: Object.fromEntries(machineIds.map((id) => [id, `console-machine-token-${id}-0123456789`])),
-  };
-  const entries = [{ token: tokens.admin, admin: true }, ...machineIds.map((id) => ({ token: tokens.machine[id], machine_id: id }))];
-  const tokensFile = secretFile(join(dir, 'tokens.json'), JSON.stringify({ tokens: entries }));
-  const dataDir = join(dir, 'data');
-  const cloud = await startCloud(dataDir, tokensFile, 0);
-  const syncUrl = /<6>listening url=(\S+)/.exec(cloud.stderr())![1];
-  return { cloud, syncUrl, httpBase: syncUrl.replace(/^ws/, 'http').replace(/\/v1\/sync$/, ''), tokens, dataDir, tokensFile };
+/** The file backend's tokens: an admin token to read with (the tokens file has no viewer scope) and one per machine. */
+export function fileSiteTokens(machineIds: string[], reader = 'console-admin-token-0123456789abcdef'): { entries: TokenEntry[]; reader: string; machine: Record<string, string> } {
+  const machine = machineTokens(machineIds);
+  return { entries: [{ token: reader, admin: true }, ...machineIds.map((id) => ({ token: machine[id], machine_id: id }))], reader, machine };
 }
 
-/** Starts the real endpoint binary and waits for its `listening` line. */
-export async function startCloud(dataDir: string, tokensFile: string, port: number): Promise<Spawned> {
-  const cloud = spawnTracked(process.execPath, [CLOUD_BIN, '--port', String(port), '--data-dir', dataDir, '--tokens-file', tokensFile]);
-  await waitFor(() => {
-    if (cloud.proc.exitCode !== null) throw new Error(`taskhistory-cloud exited during start-up:\n${cloud.stderr()}`);
-    return /<6>listening url=/.test(cloud.stderr());
-  }, 15_000, 'taskhistory-cloud to listen');
-  return cloud;
+export async function startConsoleSite(storage: StorageSite, machineIds: string[]): Promise<ConsoleSite> {
+  const tokens = fileSiteTokens(machineIds);
+  const tokensFile = writeTokensFile(tokens.entries);
+  const cloud = await startCloud(storage, { tokensFile });
+  const port = Number(new URL(cloud.httpBase).port);
+  return { storage, cloud, tokens: { reader: tokens.reader, machine: tokens.machine }, tokensFile, port };
 }
 
-/** A real daemon as machine `machineId`, pushing every record to the site's endpoint, and a socket to it. */
-export async function startPushingDaemon(site: ConsoleSite, machineId: string): Promise<{ daemon: Daemon; socket: RawSocket }> {
-  const tokenFile = secretFile(join(tempDir('console-token-'), 'token'), `${site.tokens.machine[machineId]}\n`);
+/** A real daemon as machine `machineId`, pushing every record to `syncUrl`, and a socket to it. */
+export async function startPushingDaemon(syncUrl: string, machineId: string, token: string): Promise<{ daemon: Daemon; socket: RawSocket }> {
+  const tokenFile = join(tempDir('console-token-'), 'token');
+  writeFileSync(tokenFile, `${token}\n`);
+  chmodSync(tokenFile, 0o600);
   const daemon = await startDaemon({
-    args: ['--machine-id', machineId, '--cloud-url', site.syncUrl, '--cloud-token-file', tokenFile, '--cloud-retry-max-ms', '200'],
+    args: ['--machine-id', machineId, '--cloud-url', syncUrl, '--cloud-token-file', tokenFile, '--cloud-retry-max-ms', '200'],
   });
   return { daemon, socket: await openRawSocket(daemon.socketPath) };
 }
