@@ -11,7 +11,9 @@ import { startConsoleSite, startPushingDaemon, waitForPushed, type ConsoleSite }
  * The fleet console end to end: real daemons push to a real taskhistory-cloud (file backend), a
  * real headless Chromium signs in and reads the fleet through the page.
  */
-const MACHINES = ['alpha-box', 'beta-box'];
+const MACHINES = ['alpha-box', 'beta-box', 'delta-box'];
+/** More tasks than one page of the console's task list (50). */
+const BATCH_TASKS = 60;
 /** The text of an agent's output that must show literally and run nothing. */
 const PAYLOAD = '<img src=x onerror="window.__pwned=1;alert(1)"></script><script>window.__pwned=2;alert(2)</script>';
 const SCREENSHOTS = join(REPO, 'docs', 'screenshots');
@@ -53,6 +55,8 @@ beforeAll(async () => {
   tasks.deploy = await createTask('beta-box', 'Deploy to staging', 'builder', ['push', 'migrate', 'smoke test']);
   await logStep('beta-box', tasks.deploy, 1, { command: 'git push staging', exit_code: 0, started_at: start + 60, duration_ms: 2_000 });
 
+  for (let batch = 1; batch <= BATCH_TASKS; batch++) await createTask('delta-box', `Batch job ${batch}`, 'batch', ['run']);
+
   for (const machine of MACHINES) await waitForPushed(sockets[machine]);
   chromium = await launchChromium();
   mkdirSync(SCREENSHOTS, { recursive: true });
@@ -89,16 +93,16 @@ describe('the fleet console in Chromium', () => {
     await signIn(page);
     await page.locator('table.machines tbody tr').nth(MACHINES.length - 1).waitFor();
     const rows = await rowTexts(page, 'machines');
-    expect(rows.map((row) => row.split(/\s/)[0])).toEqual(['alpha-box', 'beta-box']);
+    expect(rows.map((row) => row.split(/\s/)[0])).toEqual(MACHINES);
     const alphaHead = (await sockets['alpha-box'].call('status', {})).last_seq;
     expect(await page.locator('tr[data-machine="alpha-box"] td').first().innerText()).toMatch(new RegExp(`^${alphaHead}\\b`));
     expect(await page.evaluate(() => location.href)).not.toContain(site.tokens.reader);
 
-    // Sorted by head seq, highest first: beta has fewer records.
+    // By head seq, highest first, then lowest first.
     await page.getByRole('button', { name: 'Head seq' }).click();
-    expect((await rowTexts(page, 'machines')).map((row) => row.split(/\s/)[0])).toEqual(['alpha-box', 'beta-box']);
+    expect((await rowTexts(page, 'machines')).map((row) => row.split(/\s/)[0])).toEqual(['delta-box', 'alpha-box', 'beta-box']);
     await page.getByRole('button', { name: /Head seq/ }).click();
-    expect((await rowTexts(page, 'machines')).map((row) => row.split(/\s/)[0])).toEqual(['beta-box', 'alpha-box']);
+    expect((await rowTexts(page, 'machines')).map((row) => row.split(/\s/)[0])).toEqual(['beta-box', 'alpha-box', 'delta-box']);
     await page.screenshot({ path: join(SCREENSHOTS, 'console-machines.png') });
     expectNoProblems(problems);
     await context.close();
@@ -118,22 +122,42 @@ describe('the fleet console in Chromium', () => {
     const { context, page, problems } = await openPage(chromium.browser);
     await signIn(page);
     await page.getByRole('link', { name: 'Tasks' }).click();
-    await page.locator('table.tasks tbody tr').nth(3).waitFor();
-    expect(await page.locator('table.tasks tbody tr').count()).toBe(4);
+    await page.getByLabel('Machine').fill('alpha-box');
+    await page.getByLabel('Machine').press('Enter');
+    await page.waitForURL(/machine=alpha-box/);
+    await page.getByText('3 tasks shown').waitFor();
+    expect(await page.locator('table.tasks tbody tr').count()).toBe(3);
+    await page.getByRole('link', { name: 'Clear' }).click();
 
     await page.getByLabel('Agent').fill('builder');
     await page.getByLabel('Agent').press('Enter');
     await page.waitForURL(/agent=builder/);
-    await page.locator('table.tasks tbody tr').nth(1).waitFor();
+    await page.getByText('2 tasks shown').waitFor();
     expect((await page.locator('table.tasks tbody tr').evaluateAll((rows) => rows.map((row) => (row as HTMLElement).dataset.task))).sort()).toEqual(
       [tasks.build, tasks.deploy].sort(),
     );
 
     await page.goto(`${site.cloud.httpBase}/?view=tasks&status=failed`);
-    await page.locator('table.tasks tbody tr').first().waitFor();
+    await page.getByText('1 task shown').waitFor();
     expect(await page.locator('table.tasks tbody tr').evaluateAll((rows) => rows.map((row) => (row as HTMLElement).dataset.task))).toEqual([tasks.review]);
     expect(await page.getByLabel('Status').inputValue()).toBe('failed');
     expect(page.url()).not.toContain(site.tokens.reader);
+    expectNoProblems(problems);
+    await context.close();
+  });
+
+  it('pages the task list as the user scrolls, newest first', async () => {
+    const { context, page, problems } = await openPage(chromium.browser);
+    await signIn(page);
+    await page.goto(`${site.cloud.httpBase}/?view=tasks&machine=delta-box`);
+    await page.locator('table.tasks tbody tr').first().waitFor();
+    expect(await page.locator('table.tasks tbody tr').count()).toBe(50);
+    expect(await page.locator('table.tasks tbody tr').first().innerText()).toContain(`Batch job ${BATCH_TASKS}`);
+    await page.getByRole('button', { name: 'Load more tasks' }).scrollIntoViewIfNeeded();
+    await page.locator('table.tasks tbody tr').nth(BATCH_TASKS - 1).waitFor();
+    expect(await page.locator('table.tasks tbody tr').count()).toBe(BATCH_TASKS);
+    expect(await page.locator('table.tasks tbody tr').last().innerText()).toContain('Batch job 1\t');
+    expect(await page.getByRole('button', { name: 'Load more tasks' }).isHidden()).toBe(true);
     expectNoProblems(problems);
     await context.close();
   });
@@ -191,8 +215,10 @@ describe('the fleet console in Chromium', () => {
     await page.locator('li.step').first().waitFor();
     await page.locator('.live-state[data-state="live"]').waitFor();
     await page.evaluate(() => ((window as { __samePage?: boolean }).__samePage = true));
+    const logged = Date.now();
     await logStep('beta-box', tasks.deploy, 2, { command: 'npm run migrate', exit_code: 0, duration_ms: 1_500, output: 'migrated' });
     await page.locator('li.step[data-step="2"]').waitFor({ timeout: 2_000 });
+    console.log(`console live latency (file backend): a logged step shown ${Date.now() - logged} ms after log_step was sent`);
     expect(await page.evaluate(() => (window as { __samePage?: boolean }).__samePage)).toBe(true);
     expectNoProblems(problems);
     await context.close();

@@ -65,8 +65,10 @@ describe.skipIf(postgresBinDir() === null)('the fleet console on PostgreSQL, thr
     await page.goto(`${reader.httpBase}/?view=task&machine=${MACHINE}&task=${task_id}`);
     await page.locator('li.step[data-step="1"]').waitFor();
     await page.locator('.live-state[data-state="live"]').waitFor();
+    const logged = Date.now();
     await daemon.call('log_step', { task_id, step_num: 2, command: 'systemctl reload nginx', status: 'success', exit_code: 0, duration_ms: 150 });
     await page.locator('li.step[data-step="2"]').waitFor({ timeout: 2_000 });
+    console.log(`console live latency (PostgreSQL, second endpoint): a logged step shown ${Date.now() - logged} ms after log_step was sent`);
     expect(await page.locator('li.step[data-step="2"] [data-field="exit_code"]').innerText()).toBe('0');
 
     await cloudCommand(['token', 'revoke', viewer.id]);
