@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium, openPage, type PageProblems, type TestBrowser } from './browser-harness.js';
-import { fileBackend, startCloud, writeTokensFile } from './cloud-harness.js';
+import { fileBackend, makeChain, openCloudSocket, startCloud, writeTokensFile } from './cloud-harness.js';
 import { REPO, type RawSocket } from './daemon-harness.js';
 import { startConsoleSite, startPushingDaemon, waitForPushed, type ConsoleSite } from './console-site.js';
 
@@ -224,19 +224,41 @@ describe('the fleet console in Chromium', () => {
     await context.close();
   });
 
-  it('lists incidents (none yet) and is usable at 390 px wide by keyboard alone', async () => {
+  it('is usable at 390 px wide by keyboard alone', async () => {
     const { context, page, problems } = await openPage(chromium.browser, { width: 390, height: 844 });
     await signIn(page);
     await page.locator('table.machines tbody tr').first().waitFor();
-    // Tab through the header to the Incidents link and follow it with Enter.
+    // Tab through the header to the Tasks link and follow it with Enter.
     await page.locator('body').focus();
-    for (let tabs = 0; tabs < 8 && (await page.evaluate(() => document.activeElement?.textContent)) !== 'Incidents'; tabs++) await page.keyboard.press('Tab');
+    for (let tabs = 0; tabs < 8 && (await page.evaluate(() => document.activeElement?.textContent)) !== 'Tasks'; tabs++) await page.keyboard.press('Tab');
     await page.keyboard.press('Enter');
-    await page.getByRole('heading', { name: 'Incidents' }).waitFor();
-    expect(await page.locator('.summary').innerText()).toBe('No refused batch or fork recorded.');
-    await page.goto(`${site.cloud.httpBase}/?view=tasks`);
+    await page.getByRole('heading', { name: 'Tasks' }).waitFor();
     await page.locator('table.tasks tbody tr').first().waitFor();
     expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    await page.goto(`${site.cloud.httpBase}/?view=task&machine=alpha-box&task=${tasks.build}`);
+    await page.locator('li.step').first().waitFor();
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    expectNoProblems(problems);
+    await context.close();
+  });
+
+  it('lists a refused forked batch as an incident and highlights its machine', async () => {
+    const { context, page, problems } = await openPage(chromium.browser);
+    await signIn(page);
+    await page.getByRole('link', { name: 'Incidents' }).click();
+    await page.getByText('No refused batch or fork recorded.').waitFor();
+
+    // A different record at seq 1 of alpha-box, pushed with its own token: refused as a fork.
+    const forger = await openCloudSocket(site.cloud.url, site.tokens.machine['alpha-box']);
+    const refused = await forger.request('push', { machine_id: 'alpha-box', records: makeChain(1, { machineId: 'alpha-box', tag: 'forged' }) });
+    forger.close();
+    expect(refused.error.data.reason).toBe('fork');
+
+    await page.getByRole('link', { name: 'Machines' }).click();
+    await page.locator('tr.has-incidents[data-machine="alpha-box"]').waitFor();
+    await page.locator('tr[data-machine="alpha-box"] a.incident-badge').click();
+    await page.getByRole('heading', { name: 'Incidents of alpha-box' }).waitFor();
+    expect(await page.locator('table.incidents tbody tr').evaluateAll((rows) => rows.map((row) => (row as HTMLElement).dataset.reason))).toEqual(['fork']);
     expectNoProblems(problems);
     await context.close();
   });
