@@ -1,7 +1,17 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium, openPage, type TestBrowser } from './browser-harness.js';
 import { fileBackend } from './cloud-harness.js';
 import { startConsoleSite, type ConsoleSite } from './console-site.js';
+import { REPO } from './daemon-harness.js';
+
+/** Ways text becomes markup or code; none may appear in the console's sources or its bundle. */
+const HTML_OR_CODE_SINKS = /\b(innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\s*\(|new Function\b)/;
+
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).map((name) => join(dir, name)).filter((path) => /\.(ts|js)$/.test(path));
+}
 
 let site: ConsoleSite;
 let chromium: TestBrowser;
@@ -42,12 +52,26 @@ describe('the console is served by taskhistory-cloud', () => {
     expect((await fetch(`${site.cloud.httpBase}/`, { method: 'POST' })).status).toBe(405);
   });
 
-  it('opens on the sign-in form, with the token field focused, and logs no console error', async () => {
+  it('has no HTML or eval sink in its sources or in the bundle it serves', () => {
+    const files = [...filesUnder(join(REPO, 'console')), ...filesUnder(join(REPO, 'dist', 'console', 'assets'))];
+    expect(files.length).toBeGreaterThan(5);
+    expect(files.filter((path) => HTML_OR_CODE_SINKS.test(readFileSync(path, 'utf8')))).toEqual([]);
+  });
+
+  it('opens on the sign-in form with the token field focused, refuses a wrong token with a message, and logs no console error', async () => {
     const { context, page, problems } = await openPage(chromium.browser);
     await page.goto(`${site.cloud.httpBase}/`);
     await page.getByRole('heading', { name: 'Sign in to the fleet console' }).waitFor();
     expect(await page.evaluate(() => document.activeElement?.id)).toBe('token');
     expect(problems.consoleErrors).toEqual([]);
+
+    await page.keyboard.type('not-a-token');
+    await page.keyboard.press('Enter');
+    await page.getByText('This token was refused: it is wrong or has been revoked.').waitFor();
+    expect(await page.evaluate(() => sessionStorage.getItem('taskhistory.token'))).toBeNull();
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('token');
+    // Chromium itself logs the refused request (401) as a failed load; the page logs nothing.
+    expect(problems.consoleErrors.filter((text) => !text.includes('status of 401'))).toEqual([]);
     expect(problems.pageErrors).toEqual([]);
     await context.close();
   });

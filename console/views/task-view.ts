@@ -13,7 +13,7 @@ const COLLAPSE_LINES = 20;
 const CHAIN_NOTE =
   'Each record carries its seq (gap-free from 1 on its machine) and a SHA-256 hash covering its content and the hash of the record before it. ' +
   'The endpoint stored these records only as an unbroken continuation of the machine\'s chain, so a record changed, removed or reordered after it was pushed ' +
-  'would no longer match the hashes after it (`taskhistory verify` checks this). The chain proves the order and integrity of what the daemon recorded, not that the agent\'s report is true.';
+  'would no longer match the hashes after it. The chain proves the order and integrity of what the daemon recorded, not that the agent\'s report is true.';
 
 /** One task with every step, its timeline and its place in the chain. */
 export async function taskView({ api, params }: ViewContext): Promise<View> {
