@@ -176,7 +176,7 @@ describe.each(cloudBackends())('cloud sync on the $name backend', (backend) => {
     const daemonView = await socket.call('to_dict', {});
     const response = await fetch(`${cloud.httpBase}/v1/machines/${MACHINE}/task_history.json`, { headers: { authorization: `Bearer ${TOKENS.admin}` } });
     expect(await response.json()).toEqual(daemonView);
-  });
+  }, 180_000); // twelve endpoint and daemon restarts: minutes on a loaded machine
 
   it('rejects a wrong token: auth_failed in status, nothing pushed', async () => {
     const site = await cloudSite();
