@@ -1,5 +1,6 @@
 import { STEP_STATUSES, TASK_MODES } from '../protocol/records.js';
 import type { CreateTaskInput, LogStepInput } from '../protocol/methods.js';
+import { seededRandom } from '../node/seeded-random.js';
 
 /**
  * The seeded, deterministic workload every scenario and every peer is fed: the same seed gives the
@@ -7,18 +8,6 @@ import type { CreateTaskInput, LogStepInput } from '../protocol/methods.js';
  */
 export const STEPS_PER_TASK = 20;
 export const STANDARD_OUTPUT_BYTES = 1024;
-
-/** mulberry32: tiny, fast, and good enough to vary a workload reproducibly. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const WORDS = [
   'build', 'compile', 'test', 'lint', 'deploy', 'fetch', 'install', 'migrate', 'render', 'resolve',

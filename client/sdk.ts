@@ -9,6 +9,7 @@ import {
   type ResultOf,
 } from '../protocol/methods.js';
 import { resolveSocketPath, socketUrl } from '../protocol/paths.js';
+import { currentPathEnvironment } from '../node/path-environment.js';
 
 export interface ConnectOptions {
   /** Overrides TASKHISTORY_SOCKET and the default socket path. */
@@ -91,7 +92,7 @@ export class TaskHistoryClient {
   }
 
   static connect(options: ConnectOptions = {}): Promise<TaskHistoryClient> {
-    const socketPath = resolveSocketPath(options.socketPath);
+    const socketPath = resolveSocketPath(options.socketPath, currentPathEnvironment());
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(socketUrl(socketPath), { handshakeTimeout: timeoutMs });

@@ -1,4 +1,5 @@
 import { ChainBreak, ChainWalker, contentProblem, deepEqual } from '../protocol/chain-verify.js';
+import { sha256Hex } from '../node/sha256.js';
 import type { ChainPoint, ChainRecord } from '../protocol/records.js';
 
 /**
@@ -38,9 +39,9 @@ export async function newRecordsOf(batch: ChainRecord[], head: ChainPoint, readH
   overlap.forEach((record, index) => checkSameAsHeld(record, held[index]));
 
   const fresh = batch.slice(overlap.length);
-  const walker = new ChainWalker({ ...head });
+  const walker = new ChainWalker({ ...head }, sha256Hex);
   for (const record of fresh) {
-    const problem = contentProblem(record);
+    const problem = contentProblem(record, sha256Hex);
     if (problem) throw new BatchRefused('altered', record.seq, `seq ${record.seq}: ${problem}`);
     try {
       walker.accept(record);
@@ -54,7 +55,7 @@ export async function newRecordsOf(batch: ChainRecord[], head: ChainPoint, readH
 }
 
 function checkSameAsHeld(record: ChainRecord, held: ChainRecord | undefined): void {
-  const problem = contentProblem(record);
+  const problem = contentProblem(record, sha256Hex);
   if (problem) throw new BatchRefused('altered', record.seq, `seq ${record.seq}: ${problem}`);
   if (!held || held.hash !== record.hash) {
     throw new BatchRefused('fork', record.seq, `seq ${record.seq} differs from the record already held for that seq`);

@@ -3,13 +3,14 @@ import { mkdir, open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChainBreak, ChainWalker } from '../protocol/chain-verify.js';
 import { isRecordLike, journalLine } from '../protocol/data-file.js';
-import { fsyncDirectory } from '../protocol/durable-files.js';
+import { fsyncDirectory } from '../node/durable-files.js';
 import type { FleetMachine, FleetTaskSummary, Incident, StoredEvent } from '../protocol/fleet-api.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
-import { log } from '../protocol/log.js';
+import { log } from '../node/log.js';
 import { applyRecordToTasks, type TaskView } from '../protocol/task-view.js';
 import { compareTaskKeys, type BatchIntake, type CloudStorage, type Extension, type TaskFilter, type TaskKey } from './storage.js';
 import { searchTextOf, taskChangesOf } from './task-facts.js';
+import { sha256Hex } from '../node/sha256.js';
 
 /**
  * The default backend: one append-only JSONL file per machine under `<data-dir>/machines/`, each
@@ -293,7 +294,7 @@ async function loadMachineLog(path: string, machineId: string): Promise<MachineL
   const handle = await open(path, 'a+');
   try {
     const text = await handle.readFile();
-    const walker = new ChainWalker({ ...EMPTY_HEAD });
+    const walker = new ChainWalker({ ...EMPTY_HEAD }, sha256Hex);
     const machineLog: MachineLog = { ...emptyFacts(), handle, starts: [], size: 0, head: EMPTY_HEAD };
     let offset = 0;
     for (let line = 1; ; line++) {

@@ -12,7 +12,7 @@ import {
   type TasksPage,
 } from '../protocol/fleet-api.js';
 import { DEFAULT_MAX_TASKS } from '../protocol/limits.js';
-import { log } from '../protocol/log.js';
+import { log } from '../node/log.js';
 import type { CloudMetrics } from './metrics.js';
 import type { RevocationWatch } from './revocation-watch.js';
 import { retryAfterMsOf, type CloudStorage, type TaskKey } from './storage.js';

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pg from 'pg';
-import { log } from '../protocol/log.js';
+import { log } from '../node/log.js';
 import { FileStorage, StorageLoadError } from './file-storage.js';
 import { DatabaseTooOld, migrate } from './migrations.js';
 import { describeDatabase, PostgresStorage } from './postgres-storage.js';

@@ -1,4 +1,4 @@
-import { log } from '../protocol/log.js';
+import { log } from '../node/log.js';
 import type { Authenticator } from './tokens.js';
 
 /** How often open connections' tokens are checked again: a revoked token is locked out within this (plus one check). */

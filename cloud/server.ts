@@ -4,8 +4,8 @@ import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { CLOUD_SYNC_PATH } from '../protocol/cloud-methods.js';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../protocol/limits.js';
-import { log } from '../protocol/log.js';
-import { RpcDispatcher } from '../protocol/rpc-dispatch.js';
+import { log } from '../node/log.js';
+import { RpcDispatcher } from '../node/rpc-dispatch.js';
 import { HttpRoutes, parseRequestTarget } from './http-routes.js';
 import { CloudMetrics } from './metrics.js';
 import { RevocationWatch } from './revocation-watch.js';
@@ -38,7 +38,7 @@ export interface CloudServerOptions {
 export class CloudServer {
   private readonly http: Server;
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: DEFAULT_MAX_MESSAGE_BYTES });
-  private readonly endpoint = new RpcDispatcher<Principal>();
+  private readonly endpoint = new RpcDispatcher<Principal>(log);
   private readonly alive = new WeakSet<WebSocket>();
   private readonly metrics: CloudMetrics;
   private readonly revocations: RevocationWatch;

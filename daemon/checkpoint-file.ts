@@ -1,10 +1,10 @@
 import type { Stats } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import type { Adapter } from 'lowdb';
-import { sha256Hex } from '../protocol/canonical.js';
+import { sha256Hex } from '../node/sha256.js';
 import { parseDataFile } from '../protocol/chain-verify.js';
 import type { DataFile } from '../protocol/data-file.js';
-import { writeFileDurably } from '../protocol/durable-files.js';
+import { writeFileDurably } from '../node/durable-files.js';
 
 /** How many of our own recent writes to remember, to tell them from foreign edits. */
 const REMEMBERED_WRITES = 8;

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileDurably } from '../protocol/durable-files.js';
+import { writeFileDurably } from '../node/durable-files.js';
 import type { ChainPoint } from '../protocol/records.js';
-import { log } from '../protocol/log.js';
+import { log } from '../node/log.js';
 
 export const CLOUD_CURSOR_FILE = 'cloud_cursor.json';
 

@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import { ChainBreak, ChainWalker } from '../protocol/chain-verify.js';
 import { CloudMethods } from '../protocol/cloud-methods.js';
 import { DATA_FILE_NAME, isRecordLike, journalLine, journalSegmentName, sortedJournalSegments } from '../protocol/data-file.js';
-import { fsyncDirectory } from '../protocol/durable-files.js';
+import { fsyncDirectory } from '../node/durable-files.js';
 import { CLOUD_PULL_LIMIT_MAX } from '../protocol/limits.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
 import { backoffDelay, CloudConnection, isAuthFailure } from './cloud-sync.js';
+import { sha256Hex } from '../node/sha256.js';
 
 /** The longest wait between two attempts to reach the cloud during restore. */
 const RESTORE_RETRY_MAX_MS = 2000;
@@ -45,7 +46,7 @@ export async function restoreFromCloud(options: RestoreOptions): Promise<Restore
   const segment = await open(temp, 'w', 0o600);
   let placed = false;
   try {
-    const walker = new ChainWalker({ seq: 0, hash: GENESIS_HASH });
+    const walker = new ChainWalker({ seq: 0, hash: GENESIS_HASH }, sha256Hex);
     const deadline = Date.now() + timeoutMs;
     let lastError = '';
     for (let failures = 0; ; failures++) {

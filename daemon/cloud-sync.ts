@@ -2,11 +2,11 @@ import { readFileSync, statSync } from 'node:fs';
 import WebSocket from 'ws';
 import { CloudMethods, type CloudHead } from '../protocol/cloud-methods.js';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
-import { CLOUD_BATCH_BYTES, CLOUD_BATCH_RECORDS } from '../protocol/limits.js';
+import { CLOUD_BATCH_BYTES, CLOUD_BATCH_RECORDS } from './settings.js';
 import type { CloudStatus } from '../protocol/methods.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
 import { CloudCursor } from './cloud-cursor.js';
-import { log } from '../protocol/log.js';
+import { log } from '../node/log.js';
 
 // The daemon's link to the cloud endpoint: the token file, one JSON-RPC connection, and the push loop.
 

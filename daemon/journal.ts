@@ -1,6 +1,7 @@
 import { closeSync, constants, fstatSync, fdatasync, fdatasyncSync, fsyncSync, ftruncateSync, openSync, readdirSync, readFileSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { journalSegmentName, parseJournal, sortedJournalSegments } from '../protocol/data-file.js';
+import { journalSegmentName, sortedJournalSegments } from '../protocol/data-file.js';
+import { parseJournal } from '../node/journal-files.js';
 import type { ChainRecord } from '../protocol/records.js';
 
 /** What start-up found in the journal segments. */

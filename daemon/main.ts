@@ -9,13 +9,14 @@ import { disabledCloudStatus, readCloudToken, CloudSync } from './cloud-sync.js'
 import { CloudCursor } from './cloud-cursor.js';
 import { restoreFromCloud } from './cloud-restore.js';
 import { DataDirInUse, lockDataDir } from './data-dir-lock.js';
-import { log, setLogLevel } from '../protocol/log.js';
+import { log, setLogLevel } from '../node/log.js';
 import { resolveMachineId } from './machine-id.js';
 import { RecordBuilder, type FieldCaps, type RedactionSettings } from './record-builder.js';
-import { RpcDispatcher } from '../protocol/rpc-dispatch.js';
+import { RpcDispatcher } from '../node/rpc-dispatch.js';
 import { registerMethods, type MethodContext } from './rpc-methods.js';
 import { daemonCommand, resolveSettings, SettingsError, type Settings } from './settings.js';
-import { daemonAnswers, SocketInUse, SocketServer } from './socket-server.js';
+import { SocketInUse, SocketServer } from './socket-server.js';
+import { socketAccepts } from '../node/socket-probe.js';
 import { StoreDamaged, TaskStore } from './store.js';
 import { SubscriptionHub } from './subscriptions.js';
 import { inheritedListenFd, notifySystemd, startWatchdog } from './systemd.js';
@@ -74,7 +75,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   }
   setLogLevel(settings.logLevel);
   const listenFd = inheritedListenFd();
-  if (listenFd === null && (await daemonAnswers(settings.socketPath))) {
+  if (listenFd === null && (await socketAccepts(settings.socketPath))) {
     throw new StartupFailure(`another taskhistoryd is already serving on ${settings.socketPath}; stop it first or pass another --socket`, 1);
   }
   mkdirSync(settings.dataDir, { recursive: true, mode: 0o700 });
@@ -133,7 +134,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   const tamper = new TamperWatch(store, settings.dataFile);
   const cloud = settings.cloudUrl && cloudToken ? new CloudSync({ store, url: settings.cloudUrl, token: cloudToken, retryMaxMs: settings.cloudRetryMaxMs, dataDir: settings.dataDir }) : null;
 
-  const rpc = new RpcDispatcher<MethodContext>();
+  const rpc = new RpcDispatcher<MethodContext>(log);
   registerMethods(rpc, {
     version: VERSION,
     socketPath: settings.socketPath,

@@ -4,7 +4,7 @@ import { DEFAULT_RECENT_COUNT } from '../protocol/limits.js';
 import { redactionRuleInfo, BUILTIN_REDACTION_RULES } from '../protocol/redaction.js';
 import { recentTasks } from '../protocol/task-view.js';
 import type { RecordBuilder } from './record-builder.js';
-import type { RpcDispatcher } from '../protocol/rpc-dispatch.js';
+import type { RpcDispatcher } from '../node/rpc-dispatch.js';
 import type { Connection } from './socket-server.js';
 import type { TaskStore } from './store.js';
 import type { SubscriptionHub } from './subscriptions.js';

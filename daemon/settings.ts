@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { DEFAULT_CLOUD_RETRY_MAX_MS, DEFAULT_COMMAND_CAP_BYTES, DEFAULT_DESCRIPTION_CAP_BYTES, DEFAULT_FIELD_CAP_BYTES, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TASKS, DEFAULT_PLAN_CAP_BYTES, DEFAULT_RESTORE_TIMEOUT_MS } from '../protocol/limits.js';
+import { DEFAULT_FIELD_CAP_BYTES, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TASKS } from '../protocol/limits.js';
 import { dataFilePath, resolveDataDir, resolveSocketPath } from '../protocol/paths.js';
 import { compileUserRules, type RedactionRule } from '../protocol/redaction.js';
-import { parseLogLevel, type LogLevel } from '../protocol/log.js';
+import { parseLogLevel, type LogLevel } from '../node/log.js';
+import { currentPathEnvironment } from '../node/path-environment.js';
 
 export interface Settings {
   socketPath: string;
@@ -33,6 +34,17 @@ export interface Settings {
 type Kind = 'string' | 'int' | 'bool';
 
 /** Every setting: its flag, its TASKHISTORY_* variable and its config-file key, all derived from one name. */
+/** Daemon-only defaults: caps on what one call may store, and the cloud connection's tuning. */
+const DEFAULT_DESCRIPTION_CAP_BYTES = 4 * 1024;
+const DEFAULT_COMMAND_CAP_BYTES = 64 * 1024;
+/** A planned-steps array larger than this (serialized) is refused with PayloadTooLarge. */
+const DEFAULT_PLAN_CAP_BYTES = 1024 * 1024;
+const DEFAULT_CLOUD_RETRY_MAX_MS = 30_000;
+const DEFAULT_RESTORE_TIMEOUT_MS = 10_000;
+/** Records and bytes per batch pushed to the cloud. */
+export const CLOUD_BATCH_RECORDS = 2000;
+export const CLOUD_BATCH_BYTES = 4 * 1024 * 1024;
+
 const OPTIONS: { key: keyof Settings; name: string; kind: Kind; help: string; fallback?: unknown }[] = [
   { key: 'socketPath', name: 'socket', kind: 'string', help: 'Unix socket to serve (default: see README, "Paths")' },
   { key: 'socketGroup', name: 'socket-group', kind: 'string', help: 'group allowed to connect: socket 0660, directory 0750 (default: owner only, 0600/0700)' },
@@ -130,8 +142,8 @@ export function resolveSettings(flags: Record<string, unknown>, env: NodeJS.Proc
   const cloudUrl = settings.cloudUrl as string | undefined;
   if (cloudUrl && !/^wss?:\/\//.test(cloudUrl)) throw new SettingsError(`--cloud-url must start with ws:// or wss://, not ${cloudUrl}`);
   if (cloudUrl && !settings.cloudTokenFile) throw new SettingsError('--cloud-url needs --cloud-token-file (a file with the token on its first line, mode 0600)');
-  settings.socketPath = resolveSocketPath(settings.socketPath as string | undefined);
-  settings.dataDir = resolveDataDir(settings.dataDir as string | undefined);
+  settings.socketPath = resolveSocketPath(settings.socketPath as string | undefined, currentPathEnvironment());
+  settings.dataDir = resolveDataDir(settings.dataDir as string | undefined, currentPathEnvironment());
   settings.dataFile = dataFilePath(settings.dataDir as string);
   return settings as unknown as Settings;
 }

@@ -1,10 +1,11 @@
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage } from 'node:http';
-import { connect, createServer as createNetServer, type Server, type Socket } from 'node:net';
+import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import WebSocket, { WebSocketServer } from 'ws';
 import { ErrorCodes, ErrorMessages } from '../protocol/errors.js';
-import { log } from '../protocol/log.js';
+import { log } from '../node/log.js';
+import { socketAccepts } from '../node/socket-probe.js';
 
 /** One client, whichever framing it speaks. */
 export interface Connection {
@@ -262,21 +263,9 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
     return; // nothing there
   }
   if (!isSocket) throw new SocketInUse(`${socketPath} exists and is not a socket; move it away or pass another --socket`);
-  if (await daemonAnswers(socketPath)) throw new SocketInUse(`another taskhistoryd is already serving on ${socketPath}; stop it first or pass another --socket`);
+  if (await socketAccepts(socketPath)) throw new SocketInUse(`another taskhistoryd is already serving on ${socketPath}; stop it first or pass another --socket`);
   unlinkSync(socketPath);
   log.info('removed a stale socket left by a daemon that did not shut down', { socket: socketPath });
-}
-
-/** Whether something accepts connections on the socket (refused or missing: no). */
-export function daemonAnswers(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = connect(socketPath);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code !== 'ECONNREFUSED' && error.code !== 'ENOENT'));
-  });
 }
 
 /** The numeric id of a group name (or a number given as text), from /etc/group. */

@@ -6,12 +6,13 @@ import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import type { CompleteTaskInput, CreateTaskInput, LogStepInput } from '../protocol/methods.js';
 import { chainRecord, type ChainPoint, type ChainRecord, type UnchainedRecord } from '../protocol/records.js';
 import type { TaskView } from '../protocol/task-view.js';
-import { verifyDataFileOnDisk } from '../protocol/verify-files.js';
+import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { ChainState } from './chain-state.js';
 import { DurableJsonFile } from './checkpoint-file.js';
 import { Journal, JournalDamaged } from './journal.js';
-import { log } from '../protocol/log.js';
+import { log } from '../node/log.js';
 import { newTaskId, type RecordBuilder } from './record-builder.js';
+import { sha256Hex } from '../node/sha256.js';
 
 /** The data on disk cannot be trusted: the daemon must not start (and must not overwrite it). */
 export class StoreDamaged extends Error {}
@@ -115,7 +116,7 @@ export class TaskStore {
     }
     const base = doc ?? new ChainState().toDataFile(options.machineId, options.maxTasks);
     try {
-      verifyDataFile(base, journalRecords);
+      verifyDataFile(base, sha256Hex, journalRecords);
     } catch (error) {
       if (!(error instanceof ChainBreak)) throw error;
       const where = error.seq === null ? '' : ` at seq ${error.seq}`;
@@ -230,7 +231,7 @@ export class TaskStore {
 
   private commit(body: UnchainedRecord, taskId?: string, finishes = false): Promise<number> {
     if (this.closed) return Promise.reject(new RpcError(ErrorCodes.ShuttingDown));
-    const record = chainRecord(body, this.stagedHead.seq, this.stagedHead.hash);
+    const record = chainRecord(body, this.stagedHead.seq, this.stagedHead.hash, sha256Hex);
     this.stagedHead = { seq: record.seq, hash: record.hash };
     if (taskId) this.stagedTasks.set(taskId, { finished: finishes, lastSeq: record.seq });
     let batch = this.pending;

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { log } from '../protocol/log.js';
+import { log } from '../node/log.js';
 
 /**
  * The daemon's side of systemd's service protocols: socket activation (sd_listen_fds), readiness

@@ -1,11 +1,11 @@
 import { readFileSync, renameSync, statSync } from 'node:fs';
 import type { FSWatcher } from 'chokidar';
-import { sha256Hex } from '../protocol/canonical.js';
+import { sha256Hex } from '../node/sha256.js';
 import { ChainBreak, parseDataFile, verifyDataFile } from '../protocol/chain-verify.js';
 import { evidenceFileName } from '../protocol/data-file.js';
-import { fileIdentity } from '../protocol/durable-files.js';
+import { fileIdentity } from '../node/durable-files.js';
 import type { TamperDetectedRecord } from '../protocol/records.js';
-import { log } from '../protocol/log.js';
+import { log } from '../node/log.js';
 import type { TaskStore } from './store.js';
 
 /** Quiet time after the last event, and between two looks, before the file is judged: writers work in steps. */
@@ -124,7 +124,7 @@ export class TamperWatch {
   private differenceFromOwnChain(text: string): { reason: string; seq: number | null } | null {
     try {
       const doc = parseDataFile(text);
-      verifyDataFile(doc);
+      verifyDataFile(doc, sha256Hex);
       if (doc.head.seq === this.store.checkpointSeq && this.store.hashAt(doc.head.seq) === doc.head.hash) return null;
       return { reason: `not this daemon's chain (file head seq ${doc.head.seq}, daemon checkpoint seq ${this.store.checkpointSeq})`, seq: doc.head.seq };
     } catch (error) {

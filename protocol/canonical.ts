@@ -1,5 +1,3 @@
-import { hash } from 'node:crypto';
-
 /**
  * The canonical serialization that record hashes are computed over: RFC 8785 (JSON Canonicalization
  * Scheme). Written out here so that any language can reproduce it:
@@ -31,6 +29,8 @@ export function canonicalize(value: unknown, leaveOut?: ReadonlySet<string>): st
   return `${text}}`;
 }
 
-export function sha256Hex(text: string): string {
-  return hash('sha256', text, 'hex');
-}
+/**
+ * SHA-256 of a text's UTF-8 bytes in lower-case hex. Passed in rather than imported, so the contract
+ * stays pure: Node code uses its native hash (`node/sha256.ts`), a browser may use any implementation.
+ */
+export type Sha256Hex = (text: string) => string;

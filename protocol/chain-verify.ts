@@ -1,4 +1,4 @@
-import { sha256Hex } from './canonical.js';
+import type { Sha256Hex } from './canonical.js';
 import { DATA_FILE_FORMAT, type DataFile, isRecordLike } from './data-file.js';
 import { GENESIS_HASH, LARGE_FIELDS, recordHash, type ChainPoint, type ChainRecord, type RecordStub } from './records.js';
 import { tasksFromRecords, type TaskView } from './task-view.js';
@@ -37,8 +37,8 @@ export class ChainBreak extends Error {
 const HEX64 = /^[0-9a-f]{64}$/;
 
 /** Whether a record's own content matches its hash and its stored large fields match their digests. */
-export function contentProblem(record: ChainRecord): string | null {
-  if (recordHash(record) !== record.hash) return 'hash does not match the record content';
+export function contentProblem(record: ChainRecord, sha256Hex: Sha256Hex): string | null {
+  if (recordHash(record, sha256Hex) !== record.hash) return 'hash does not match the record content';
   if (record.type !== 'step_logged') {
     // The hash leaves these fields out; only step records may carry them.
     const stray = [...LARGE_FIELDS, 'elided'].find((field) => field in record);
@@ -60,12 +60,15 @@ export function contentProblem(record: ChainRecord): string | null {
  */
 export class ChainWalker {
   checked = 0;
-  constructor(public head: ChainPoint) {}
+  constructor(
+    public head: ChainPoint,
+    private readonly sha256Hex: Sha256Hex,
+  ) {}
 
   /** Checks one record against the current head and advances; throws ChainBreak. */
   accept(record: ChainRecord): void {
     const expected = this.head.seq + 1;
-    const problem = contentProblem(record);
+    const problem = contentProblem(record, this.sha256Hex);
     if (problem) throw new ChainBreak('changed content', expected, `seq ${expected}: ${problem}`);
     if (record.seq !== expected) {
       throw new ChainBreak(
@@ -137,17 +140,17 @@ function isStub(s: unknown): s is RecordStub {
  * through stubs and kept records, the head, then the journal, then that `tasks` is exactly the
  * view the kept records produce. Returns the walker's head (the newest verified point).
  */
-export function verifyDataFile(doc: DataFile, journal: ChainRecord[] = []): { head: ChainPoint; checked: number } {
+export function verifyDataFile(doc: DataFile, sha256Hex: Sha256Hex, journal: ChainRecord[] = []): { head: ChainPoint; checked: number } {
   const { anchor, stubs, records } = doc.chain;
   if (!HEX64.test(anchor.hash) || anchor.seq < 0 || (anchor.seq === 0 && anchor.hash !== GENESIS_HASH)) {
     throw new ChainBreak('bad anchor', anchor.seq + 1, 'the anchor is not a valid chain point');
   }
   const afterAnchor = records.find((record) => record.seq === anchor.seq + 1);
-  if (anchor.seq > 0 && afterAnchor && afterAnchor.prev_hash !== anchor.hash && contentProblem(afterAnchor) === null) {
+  if (anchor.seq > 0 && afterAnchor && afterAnchor.prev_hash !== anchor.hash && contentProblem(afterAnchor, sha256Hex) === null) {
     throw new ChainBreak('bad anchor', anchor.seq + 1, `seq ${anchor.seq + 1} does not follow the anchor (seq ${anchor.seq})`);
   }
-  const walker = new ChainWalker({ ...anchor });
-  walkInterleaved(walker, stubs, records);
+  const walker = new ChainWalker({ ...anchor }, sha256Hex);
+  walkInterleaved(walker, stubs, records, sha256Hex);
   if (walker.head.seq < doc.head.seq) {
     throw new ChainBreak('missing record', walker.head.seq + 1, `"head" says seq ${doc.head.seq}, the chain ends at seq ${walker.head.seq}`);
   }
@@ -163,7 +166,7 @@ export function verifyDataFile(doc: DataFile, journal: ChainRecord[] = []): { he
 }
 
 /** Stubs and records each in their stored order, merged by the seq the chain expects next. */
-function walkInterleaved(walker: ChainWalker, stubs: RecordStub[], records: ChainRecord[]): void {
+function walkInterleaved(walker: ChainWalker, stubs: RecordStub[], records: ChainRecord[], sha256Hex: Sha256Hex): void {
   let s = 0;
   let r = 0;
   while (s < stubs.length || r < records.length) {
@@ -174,7 +177,7 @@ function walkInterleaved(walker: ChainWalker, stubs: RecordStub[], records: Chai
     }
     if (r < records.length) {
       const record = records[r];
-      if (record.seq !== expected && contentProblem(record) === null) {
+      if (record.seq !== expected && contentProblem(record, sha256Hex) === null) {
         const later = records.slice(r + 1).some((x) => x.seq === expected) || stubs.slice(s + 1).some((x) => x[0] === expected);
         throw new ChainBreak(later ? 'reordered records' : 'missing record', expected, later ? `seq ${expected} is stored after seq ${record.seq}` : `seq ${expected} is missing`);
       }

@@ -1,4 +1,3 @@
-import { basename, dirname, join } from 'node:path';
 import type { ChainPoint, ChainRecord, RecordStub } from './records.js';
 import type { TaskHistoryDict } from './task-view.js';
 
@@ -48,52 +47,13 @@ export function sortedJournalSegments(names: string[]): string[] {
   return names.filter(isJournalSegmentName).sort();
 }
 
+/** Where a foreign edit of the data file is kept as evidence: beside it, named for the moment it was found. */
 export function evidenceFileName(dataFile: string, at: Date): string {
-  return join(dirname(dataFile), `${basename(dataFile)}.tampered-${at.toISOString().replace(/[:.]/g, '-')}`);
+  return `${dataFile}.tampered-${at.toISOString().replace(/[:.]/g, '-')}`;
 }
 
 export function journalLine(record: ChainRecord): string {
   return `${JSON.stringify(record)}\n`;
-}
-
-export interface ParsedJournal {
-  records: ChainRecord[];
-  /** Byte length of the complete lines: what follows is preallocated zeros or a torn, never-acknowledged write. */
-  validBytes: number;
-  tornTail: boolean;
-  /** Set when a complete line in the middle is not a record: the segment is damaged. */
-  damagedLine?: number;
-}
-
-/**
- * Parses one segment. Only an unterminated last line, or anything but zeros after the first NUL
- * byte, counts as torn; any other bad line is damage.
- */
-export function parseJournal(segment: string): ParsedJournal {
-  const end = segment.indexOf('\0');
-  const text = end === -1 ? segment : segment.slice(0, end);
-  const writtenPastEnd = end !== -1 && /[^\0]/.test(segment.slice(end));
-  const records: ChainRecord[] = [];
-  let offset = 0;
-  let line = 0;
-  while (offset < text.length) {
-    const lineEnd = text.indexOf('\n', offset);
-    line++;
-    if (lineEnd === -1) return { records, validBytes: Buffer.byteLength(text.slice(0, offset)), tornTail: true };
-    const body = text.slice(offset, lineEnd);
-    let record: unknown;
-    try {
-      record = JSON.parse(body);
-    } catch {
-      return { records, validBytes: Buffer.byteLength(text.slice(0, offset)), tornTail: false, damagedLine: line };
-    }
-    if (!isRecordLike(record)) {
-      return { records, validBytes: Buffer.byteLength(text.slice(0, offset)), tornTail: false, damagedLine: line };
-    }
-    records.push(record);
-    offset = lineEnd + 1;
-  }
-  return { records, validBytes: Buffer.byteLength(text), tornTail: writtenPastEnd };
 }
 
 const RECORD_TYPES = new Set(['task_created', 'step_logged', 'task_completed', 'tamper_detected']);

@@ -1,4 +1,4 @@
-import { canonicalize, sha256Hex } from './canonical.js';
+import { canonicalize, type Sha256Hex } from './canonical.js';
 
 /**
  * The chain: every change is an immutable record with a gap-free `seq` (from 1), the `hash` of the
@@ -94,7 +94,7 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 const UNHASHED_FIELDS: ReadonlySet<string> = new Set(['hash', ...LARGE_FIELDS, 'elided']);
 const DIGEST_FIELD = { output: 'output_sha256', error: 'error_sha256', recovery: 'recovery_sha256' } as const;
 
-export function recordHash(record: Omit<ChainRecord, 'hash'> | ChainRecord): string {
+export function recordHash(record: Omit<ChainRecord, 'hash'> | ChainRecord, sha256Hex: Sha256Hex): string {
   return sha256Hex(canonicalize(record, UNHASHED_FIELDS));
 }
 
@@ -102,7 +102,7 @@ export function recordHash(record: Omit<ChainRecord, 'hash'> | ChainRecord): str
  * Places a record body after `prev` in the chain: sets seq, prev_hash and the digests, computes
  * hash. The body becomes the record (no copy: this runs once per logged step).
  */
-export function chainRecord(body: UnchainedRecord, prevSeq: number, prevHash: string): ChainRecord {
+export function chainRecord(body: UnchainedRecord, prevSeq: number, prevHash: string, sha256Hex: Sha256Hex): ChainRecord {
   const record = body as ChainRecord;
   record.seq = prevSeq + 1;
   record.prev_hash = prevHash;
@@ -112,7 +112,7 @@ export function chainRecord(body: UnchainedRecord, prevSeq: number, prevHash: st
       if (text !== undefined) record[DIGEST_FIELD[field]] = sha256Hex(text);
     }
   }
-  record.hash = recordHash(record);
+  record.hash = recordHash(record, sha256Hex);
   return record;
 }
 

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { sha256Hex } from '../node/sha256.js';
 import { ErrorCodes } from '../protocol/errors.js';
 import { chainRecord, GENESIS_HASH, type ChainRecord, type UnchainedRecord } from '../protocol/records.js';
 import { tasksFromRecords } from '../protocol/task-view.js';
@@ -215,7 +216,7 @@ describe.each(cloudBackends())('taskhistory-cloud on the $name backend', (backen
     const records: ChainRecord[] = [];
     let prev = { seq: 0, hash: GENESIS_HASH };
     const add = (body: UnchainedRecord) => {
-      const record = chainRecord(body, prev.seq, prev.hash);
+      const record = chainRecord(body, prev.seq, prev.hash, sha256Hex);
       records.push(record);
       prev = { seq: record.seq, hash: record.hash };
     };

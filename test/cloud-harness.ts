@@ -1,6 +1,7 @@
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import WebSocket from 'ws';
+import { sha256Hex } from '../node/sha256.js';
 import { chainRecord, GENESIS_HASH, type ChainRecord, type UnchainedRecord } from '../protocol/records.js';
 import { CLOUD_BIN, RawSocket } from './daemon-harness.js';
 import { spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
@@ -104,7 +105,7 @@ export function makeChain(count: number, { tag = 'a', startTs = 1_700_000_000, m
         : i % 5 === 4
           ? { type: 'task_completed', task_id: taskId, final_status: taskNumber % 2 ? 'failed' : 'completed', ts }
           : { type: 'step_logged', task_id: taskId, step: i % 5, command: `cmd ${i}`, status: 'success', output: `output of record ${i + 1}`, duration_ms: 3, exit_code: 0, ts };
-    const record = chainRecord(body, prev.seq, prev.hash);
+    const record = chainRecord(body, prev.seq, prev.hash, sha256Hex);
     records.push(record);
     prev = { seq: record.seq, hash: record.hash };
   }

@@ -2,6 +2,7 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { sha256Hex } from '../node/sha256.js';
 import { ChainWalker } from '../protocol/chain-verify.js';
 import type { CloudStatus, StatusResult } from '../protocol/methods.js';
 import { GENESIS_HASH, type ChainRecord } from '../protocol/records.js';
@@ -62,7 +63,7 @@ async function cloudChain(url: string): Promise<ChainRecord[]> {
     if (!page.more) break;
   }
   admin.close();
-  const walker = new ChainWalker({ seq: 0, hash: GENESIS_HASH });
+  const walker = new ChainWalker({ seq: 0, hash: GENESIS_HASH }, sha256Hex);
   for (const record of records) walker.accept(record);
   return records;
 }

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { isJournalSegmentName, type DataFile } from '../protocol/data-file.js';
 import { GENESIS_HASH } from '../protocol/records.js';
-import { verifyDataFileOnDisk } from '../protocol/verify-files.js';
+import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { openRawSocket, startDaemon, type RawSocket } from './daemon-harness.js';
 import { waitFor } from './processes.js';
 

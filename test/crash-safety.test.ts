@@ -1,12 +1,13 @@
-import { seededRandom } from '../bench/workload.js';
+import { seededRandom } from '../node/seeded-random.js';
 import { closeSync, openSync, readdirSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseDataFile } from '../protocol/chain-verify.js';
-import { parseJournal, sortedJournalSegments } from '../protocol/data-file.js';
+import { sortedJournalSegments } from '../protocol/data-file.js';
+import { parseJournal } from '../node/journal-files.js';
 import type { ChainRecord } from '../protocol/records.js';
 import type { TaskView } from '../protocol/task-view.js';
-import { verifyDataFileOnDisk } from '../protocol/verify-files.js';
+import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { openRawSocket, startDaemon, type Daemon, type RawSocket } from './daemon-harness.js';
 import { sleep, tempDir, waitFor } from './processes.js';
 

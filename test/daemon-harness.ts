@@ -87,7 +87,7 @@ function daemonServes(socketPath: string): Promise<boolean> {
   });
 }
 
-export { daemonAnswers as socketAnswers } from '../daemon/socket-server.js';
+export { socketAccepts as socketAnswers } from '../node/socket-probe.js';
 
 export interface CliRun {
   code: number | null;

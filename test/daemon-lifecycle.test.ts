@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { isJournalSegmentName, type DataFile } from '../protocol/data-file.js';
 import { ErrorCodes } from '../protocol/errors.js';
-import { verifyDataFileOnDisk } from '../protocol/verify-files.js';
+import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { openRawSocket, socketAnswers, startDaemon, type RawSocket } from './daemon-harness.js';
 import { tempDir, waitFor } from './processes.js';
 

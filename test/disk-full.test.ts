@@ -6,7 +6,7 @@ import { parseDataFile } from '../protocol/chain-verify.js';
 import { ErrorCodes } from '../protocol/errors.js';
 import type { StatusResult } from '../protocol/methods.js';
 import type { TaskView } from '../protocol/task-view.js';
-import { verifyDataFileOnDisk } from '../protocol/verify-files.js';
+import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { openRawSocket, startDaemon, type Daemon, type RawSocket } from './daemon-harness.js';
 import { tempDir, waitFor } from './processes.js';
 

@@ -4,6 +4,7 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { sha256Hex } from '../node/sha256.js';
 import { ChainWalker } from '../protocol/chain-verify.js';
 import { ErrorCodes } from '../protocol/errors.js';
 import type { StatusResult } from '../protocol/methods.js';
@@ -98,7 +99,7 @@ async function storedChain(cloud: Cloud, site: StorageSite, machineId: string): 
   const admin = await openCloudSocket(cloud.url, ADMIN);
   const records = await pullAll(admin, machineId);
   admin.close();
-  const walker = new ChainWalker({ seq: 0, hash: GENESIS_HASH });
+  const walker = new ChainWalker({ seq: 0, hash: GENESIS_HASH }, sha256Hex);
   for (const record of records) walker.accept(record);
   return { records, rows: await storedRecordCount(site, machineId) };
 }

@@ -1,6 +1,6 @@
 import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { seededRandom } from '../bench/workload.js';
+import { seededRandom } from '../node/seeded-random.js';
 import { daemonWithSocket } from './daemon-harness.js';
 
 /** Values of every JSON type and some edge cases, for params that expect something else. */

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { DataFile } from '../protocol/data-file.js';
 import { ErrorCodes } from '../protocol/errors.js';
 import { GENESIS_HASH } from '../protocol/records.js';
-import { verifyDataFileOnDisk } from '../protocol/verify-files.js';
+import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { openRawSocket, startDaemon, type RawSocket } from './daemon-harness.js';
 
 /** --max-tasks trims the oldest finished tasks; running tasks are never trimmed; the chain still verifies. */

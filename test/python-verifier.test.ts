@@ -2,7 +2,7 @@ import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { isJournalSegmentName } from '../protocol/data-file.js';
-import { verifyDataFileOnDisk } from '../protocol/verify-files.js';
+import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { openRawSocket, startDaemon, type RawSocket } from './daemon-harness.js';
 import { tempDir } from './processes.js';
 import { PYTHON_TEST_DIR, lastJsonLine, runPython } from './python/run-python.js';

@@ -2,9 +2,10 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sha256Hex } from '../protocol/canonical.js';
+import { sha256Hex } from '../node/sha256.js';
 import { CLOUD_SYNC_PATH } from '../protocol/cloud-methods.js';
-import { isJournalSegmentName, parseJournal } from '../protocol/data-file.js';
+import { isJournalSegmentName } from '../protocol/data-file.js';
+import { parseJournal } from '../node/journal-files.js';
 import { EVENT_NOTIFICATION, type EventParams } from '../protocol/methods.js';
 import { recordHash, type StepLoggedRecord } from '../protocol/records.js';
 import { BUILTIN_REDACTION_RULES } from '../protocol/redaction.js';
@@ -184,7 +185,7 @@ describe('redaction through the daemon, the journal, the data file and the cloud
     expect(step.output).toContain(marker('private-key'));
     expect(step.output_sha256).toBe(sha256Hex(step.output!));
     expect(step.error_sha256).toBe(sha256Hex(step.error!));
-    expect(step.hash).toBe(recordHash(step));
+    expect(step.hash).toBe(recordHash(step, sha256Hex));
     expect(await rpc.call('verify')).toMatchObject({ ok: true, first_bad_seq: null });
   });
 

@@ -1,13 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
-import { RpcDispatcher } from '../protocol/rpc-dispatch.js';
+import { log } from '../node/log.js';
+import { RpcDispatcher } from '../node/rpc-dispatch.js';
 
 // The dispatcher in-process, for what no client can provoke in the daemon: a method that throws.
 const failing = { name: 'fails', params: z.strictObject({ how: z.enum(['plain', 'rpc']) }) };
 
 function dispatcher(): RpcDispatcher<null> {
-  const rpc = new RpcDispatcher<null>();
+  const rpc = new RpcDispatcher<null>(log);
   rpc.register(failing, ({ how }) => {
     if (how === 'rpc') throw new RpcError(ErrorCodes.TaskNotFound, 'no task t1', { task_id: 't1' });
     throw new Error('secret detail at /var/lib/taskhistory');

@@ -1,12 +1,12 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { sha256Hex } from '../protocol/canonical.js';
+import { sha256Hex } from '../node/sha256.js';
 import type { DataFile } from '../protocol/data-file.js';
 import type { EventParams, StatusResult } from '../protocol/methods.js';
 import type { StepLoggedRecord, TamperDetectedRecord } from '../protocol/records.js';
 import type { TaskView } from '../protocol/task-view.js';
-import { verifyDataFileOnDisk } from '../protocol/verify-files.js';
+import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { openRawSocket, startDaemon, type Daemon, type RawSocket } from './daemon-harness.js';
 import { spawnTracked, tempDir, waitFor } from './processes.js';
 

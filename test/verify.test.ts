@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { VerifyReason, VerifyReport } from '../protocol/chain-verify.js';
 import { DATA_FILE_NAME, isJournalSegmentName, type DataFile } from '../protocol/data-file.js';
-import { verifyDataFileOnDisk } from '../protocol/verify-files.js';
+import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { openRawSocket, startDaemon, type RawSocket } from './daemon-harness.js';
 import { tempDir } from './processes.js';
 

@@ -4,6 +4,7 @@ import { TASK_MODES, type TaskMode } from '../../protocol/records.js';
 import { TaskHistoryClient } from '../sdk.js';
 import { CliError, ExitCodes, describeError, globalOptions, integerAtLeast } from './context.js';
 import { runTeed, shellQuote, type CommandRun } from './exec-process.js';
+import { currentPathEnvironment } from '../../node/path-environment.js';
 
 interface ExecOptions {
   task?: string;
@@ -71,7 +72,7 @@ async function exec(argv: string[], options: ExecOptions, command: Command): Pro
     throw new CliError(ExitCodes.usage, 'exec: --step goes with --task; a --new task has one step');
   }
   const commandLine = shellQuote(argv);
-  const socketPath = resolveSocketPath(globalOptions(command).socket);
+  const socketPath = resolveSocketPath(globalOptions(command).socket, currentPathEnvironment());
   const target = openLogTarget(socketPath, options, commandLine);
   target.catch(() => undefined); // reported after the command has run
   const run = await runTeed(argv);

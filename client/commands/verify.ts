@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { VerifyReport } from '../../protocol/chain-verify.js';
-import { verifyDataFileOnDisk } from '../../protocol/verify-files.js';
+import { verifyDataFileOnDisk } from '../../node/verify-files.js';
 import { formatVerifyReport } from '../format.js';
 import { ExitCodes, printResult, withClient } from './context.js';
 

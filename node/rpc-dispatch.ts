@@ -1,8 +1,8 @@
 import { JSONRPCErrorException, JSONRPCServer, type JSONRPCRequest, type JSONRPCResponse } from 'json-rpc-2.0';
 import type { z } from 'zod';
-import { ErrorCodes, ErrorMessages, RpcError } from './errors.js';
-import type { MethodDescriptor } from './methods.js';
-import { log } from './log.js';
+import { ErrorCodes, ErrorMessages, RpcError } from '../protocol/errors.js';
+import type { MethodDescriptor } from '../protocol/methods.js';
+import type { Logger } from './log.js';
 
 /**
  * JSON-RPC 2.0 dispatch over text messages, to the letter of the specification. json-rpc-2.0
@@ -16,7 +16,7 @@ export class RpcDispatcher<Context> {
   /** Set while the daemon stops: every request is refused, none executed. */
   refuseAll: RpcError | null = null;
 
-  constructor() {
+  constructor(log: Logger) {
     this.server.mapErrorToJSONRPCErrorResponse = (id, error: unknown) => {
       if (error instanceof RpcError || error instanceof JSONRPCErrorException) {
         return { jsonrpc: '2.0', id, error: { code: error.code, message: error.message, ...(error.data !== undefined && { data: error.data }) } };

@@ -1,9 +1,10 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { ChainBreak, parseDataFile, reportFrom, verifyDataFile, type VerifyReport } from './chain-verify.js';
-import { parseJournal, sortedJournalSegments } from './data-file.js';
+import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { ChainBreak, parseDataFile, reportFrom, verifyDataFile, type VerifyReport } from '../protocol/chain-verify.js';
+import { readJournalRecords } from './journal-files.js';
 import { fileIdentity } from './durable-files.js';
-import type { ChainRecord } from './records.js';
+import type { ChainRecord } from '../protocol/records.js';
+import { sha256Hex } from './sha256.js';
 
 /** A live daemon replaces the file and deletes covered journal segments while we read: try again. */
 const SNAPSHOT_ATTEMPTS = 10;
@@ -15,7 +16,7 @@ const SNAPSHOT_ATTEMPTS = 10;
 export function verifyDataFileOnDisk(dataFile: string): VerifyReport {
   return reportFrom(() => {
     const { text, records } = readSnapshot(dataFile);
-    return verifyDataFile(parseDataFile(text), records);
+    return verifyDataFile(parseDataFile(text), sha256Hex, records);
   });
 }
 
@@ -41,18 +42,4 @@ function readSnapshot(dataFile: string): { text: string; records: ChainRecord[] 
     }
     if (fileIdentity(dataFile) === identity || attempt >= SNAPSHOT_ATTEMPTS) return { text, records };
   }
-}
-
-function readJournalRecords(dir: string): ChainRecord[] {
-  const names = sortedJournalSegments(readdirSync(dir));
-  const records: ChainRecord[] = [];
-  names.forEach((name, index) => {
-    const parsed = parseJournal(readFileSync(join(dir, name), 'utf8'));
-    if (parsed.damagedLine !== undefined || (parsed.tornTail && index < names.length - 1)) {
-      const seq = parsed.records.length ? parsed.records[parsed.records.length - 1].seq + 1 : null;
-      throw new ChainBreak('unreadable file', seq, `journal segment ${name} is damaged at line ${parsed.damagedLine ?? parsed.records.length + 1}`);
-    }
-    records.push(...parsed.records);
-  });
-  return records;
 }
