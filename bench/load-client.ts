@@ -1,4 +1,4 @@
-import { RpcSocket } from './rpc-socket.js';
+import { RpcSocket, type Framing } from './rpc-socket.js';
 import { nowMs, summarize, type LatencySummary } from './stats.js';
 import { Workload, type TaskPlan } from './workload.js';
 
@@ -8,6 +8,7 @@ import { Workload, type TaskPlan } from './workload.js';
  */
 export interface ProducerOptions {
   socketPath: string;
+  framing?: Framing;
   producers: number;
   /** Producer i draws from Workload(seedBase + i). */
   seedBase: number;
@@ -30,7 +31,7 @@ async function runProducers(
   onStep: (sentAt: number, answeredAt: number) => void = () => undefined,
 ): Promise<ProducerCounters> {
   const counters: ProducerCounters = { records: 0, outputBytes: 0 };
-  const sockets = await Promise.all(Array.from({ length: options.producers }, () => RpcSocket.open(options.socketPath)));
+  const sockets = await Promise.all(Array.from({ length: options.producers }, () => RpcSocket.open(options.socketPath, options.framing)));
   try {
     await Promise.all(
       sockets.map(async (socket, index) => {

@@ -17,11 +17,15 @@ export interface Row {
   metric: string;
   /** null: could not be measured (the reason is in the notes). */
   ours: number | null;
-  peers?: Partial<Record<PeerKind, number | null>>;
+  peers?: Partial<Record<PeerName, number | null>>;
   target?: Target;
 }
 
-const PEER_TITLES: Record<PeerKind, string> = {
+/** Every column beside ours: the floor first, then the stores. */
+export type PeerName = 'floor' | PeerKind;
+const PEER_COLUMNS: readonly PeerName[] = ['floor', ...PEER_KINDS];
+const PEER_TITLES: Record<PeerName, string> = {
+  floor: 'floor: bare socket + fdatasync',
   sqlite: 'SQLite WAL FULL',
   'json-fsync': 'JSON rewrite + fsync',
   'json-nofsync': 'JSON rewrite, no fsync',
@@ -58,7 +62,7 @@ function verdict(ours: number | null, target: Target | undefined): string {
 }
 
 export function renderTable(rows: Row[]): string {
-  const peers = PEER_KINDS.filter((kind) => rows.some((row) => row.peers && kind in row.peers));
+  const peers = PEER_COLUMNS.filter((kind) => rows.some((row) => row.peers && kind in row.peers));
   const header = ['Scenario', 'Metric', 'ours', ...peers.flatMap((kind) => [PEER_TITLES[kind], 'ours/peer']), 'Target', 'Result'];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
   for (const row of rows) {

@@ -1,10 +1,20 @@
+import { connect } from 'node:net';
 import WebSocket from 'ws';
 import { socketUrl } from '../protocol/paths.js';
 
+/** How messages are framed on the Unix socket: WebSocket messages, or one JSON text a line. */
+export type Framing = 'websocket' | 'newline';
+
+/** The little a client needs of a connection, whatever its framing. */
+interface MessageChannel {
+  send(text: string): void;
+  close(): void;
+}
+
 /**
- * A bare JSON-RPC 2.0 client over WebSocket on a Unix socket, as lean as the load generator can
- * make it: params are serialized by the caller (or here, once), requests are pipelined, and each
- * answer resolves its request by numeric id. No SDK, so the client costs the same for every server.
+ * A bare JSON-RPC 2.0 client on a Unix socket, as lean as the load generator can make it: params
+ * are serialized by the caller (or here, once), requests are pipelined, and each answer resolves
+ * its request by numeric id. No SDK, so the client costs the same for every server.
  */
 export class RpcSocket {
   private nextId = 1;
@@ -12,20 +22,50 @@ export class RpcSocket {
   private notificationHandler: ((method: string, params: unknown) => void) | null = null;
   private closedError: Error | null = null;
 
-  private constructor(
-    private readonly ws: WebSocket,
-    readonly socketPath: string,
-  ) {
-    ws.on('message', (data) => this.receive(data.toString()));
-    ws.on('error', (error) => this.failAll(new Error(`socket ${socketPath}: ${error.message}`)));
-    ws.on('close', (code) => this.failAll(new Error(`socket ${socketPath} closed (code ${code}) with requests still waiting`)));
+  private channel!: MessageChannel;
+
+  private constructor(readonly socketPath: string) {}
+
+  static open(socketPath: string, framing: Framing = 'websocket'): Promise<RpcSocket> {
+    const client = new RpcSocket(socketPath);
+    return framing === 'websocket' ? client.openWebSocket() : client.openNewline();
   }
 
-  static open(socketPath: string): Promise<RpcSocket> {
-    const ws = new WebSocket(socketUrl(socketPath), { perMessageDeflate: false });
+  private openWebSocket(): Promise<RpcSocket> {
+    const ws = new WebSocket(socketUrl(this.socketPath), { perMessageDeflate: false });
+    this.channel = { send: (text) => ws.send(text), close: () => ws.close() };
+    ws.on('message', (data) => this.receive(data.toString()));
+    ws.on('close', (code) => this.failAll(new Error(`socket ${this.socketPath} closed (code ${code}) with requests still waiting`)));
     return new Promise((resolve, reject) => {
-      ws.once('open', () => resolve(new RpcSocket(ws, socketPath)));
-      ws.once('error', (error) => reject(new Error(`cannot connect to ${socketPath}: ${error.message}`)));
+      ws.once('open', () => {
+        ws.on('error', (error) => this.failAll(new Error(`socket ${this.socketPath}: ${error.message}`)));
+        resolve(this);
+      });
+      ws.once('error', (error) => reject(new Error(`cannot connect to ${this.socketPath}: ${error.message}`)));
+    });
+  }
+
+  private openNewline(): Promise<RpcSocket> {
+    const socket = connect(this.socketPath);
+    socket.setNoDelay(true);
+    this.channel = { send: (text) => socket.write(`${text}\n`), close: () => socket.end() };
+    let buffered = '';
+    socket.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      let end: number;
+      while ((end = buffered.indexOf('\n')) !== -1) {
+        const line = buffered.slice(0, end);
+        buffered = buffered.slice(end + 1);
+        if (line) this.receive(line);
+      }
+    });
+    socket.on('close', () => this.failAll(new Error(`socket ${this.socketPath} closed with requests still waiting`)));
+    return new Promise((resolve, reject) => {
+      socket.once('connect', () => {
+        socket.on('error', (error) => this.failAll(new Error(`socket ${this.socketPath}: ${error.message}`)));
+        resolve(this);
+      });
+      socket.once('error', (error) => reject(new Error(`cannot connect to ${this.socketPath}: ${error.message}`)));
     });
   }
 
@@ -33,7 +73,7 @@ export class RpcSocket {
   callRaw(method: string, paramsJson: string): Promise<unknown> {
     if (this.closedError) return Promise.reject(this.closedError);
     const id = this.nextId++;
-    this.ws.send(`{"jsonrpc":"2.0","id":${id},"method":"${method}","params":${paramsJson}}`);
+    this.channel.send(`{"jsonrpc":"2.0","id":${id},"method":"${method}","params":${paramsJson}}`);
     return new Promise((resolve, reject) => this.pending.set(id, { resolve, reject }));
   }
 
@@ -50,7 +90,7 @@ export class RpcSocket {
   }
 
   close(): void {
-    this.ws.close();
+    this.channel.close();
   }
 
   private receive(text: string): void {

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { RpcSocket } from './rpc-socket.js';
+import { RpcSocket, type Framing } from './rpc-socket.js';
 import { nowMs } from './stats.js';
 import type { PeerKind } from './peers/store.js';
 
@@ -13,6 +13,7 @@ export const DIST = resolve(import.meta.dirname, '..');
 export const DAEMON_BIN = join(DIST, 'daemon/main.js');
 export const CLOUD_BIN = join(DIST, 'cloud/main.js');
 const PEER_BIN = join(DIST, 'bench/peers/peer-server.js');
+const FLOOR_BIN = join(DIST, 'bench/peers/floor-server.js');
 const STDERR_KEEP_CHARS = 64 * 1024;
 
 const running = new Set<ChildProcess>();
@@ -63,22 +64,22 @@ export function spawnServer(name: string, args: string[], nodeFlags: string[] = 
 }
 
 /** Resolves once `status` is answered on the socket; fails when the process exits or time runs out. */
-export async function waitServing(server: ServerProcess, socketPath: string, timeoutMs = 30_000): Promise<void> {
+export async function waitServing(server: ServerProcess, socketPath: string, timeoutMs = 30_000, framing: Framing = 'websocket'): Promise<void> {
   let exitCode: number | null | undefined;
   void server.exited.then((code) => (exitCode = code));
   const deadline = nowMs() + timeoutMs;
   for (;;) {
     if (exitCode !== undefined) throw new Error(`${server.name} exited (code ${exitCode}) before serving on ${socketPath}:\n${server.stderr()}`);
-    if (await answersStatus(socketPath)) return;
+    if (await answersStatus(socketPath, framing)) return;
     if (nowMs() > deadline) throw new Error(`${server.name} did not answer status on ${socketPath} within ${timeoutMs} ms:\n${server.stderr()}`);
     await new Promise((done) => setTimeout(done, 1));
   }
 }
 
-async function answersStatus(socketPath: string): Promise<boolean> {
+async function answersStatus(socketPath: string, framing: Framing): Promise<boolean> {
   let socket: RpcSocket | undefined;
   try {
-    socket = await RpcSocket.open(socketPath);
+    socket = await RpcSocket.open(socketPath, framing);
     await socket.call('status');
     return true;
   } catch {
@@ -139,6 +140,13 @@ export async function startPeer(kind: PeerKind, options: PeerOptions): Promise<S
   ]);
   await waitServing(peer, options.socketPath, 120_000);
   return peer;
+}
+
+/** Starts the floor server (see peers/floor-server.ts) for one framing. */
+export async function startFloor(options: { socketPath: string; dataDir: string; framing: Framing }): Promise<ServerProcess> {
+  const floor = spawnServer(`floor ${options.framing}`, [FLOOR_BIN, '--framing', options.framing, '--socket', options.socketPath, '--data-dir', options.dataDir]);
+  await waitServing(floor, options.socketPath, 30_000, options.framing);
+  return floor;
 }
 
 /** Starts the cloud endpoint and returns it with the URL it logs once listening. */

@@ -13,6 +13,7 @@ import { AuthenticatorChain, TokenRegistry, TokensFileError, type Authenticator 
 // `taskhistory-cloud`: the reference sync endpoint (serve, the default), `migrate` and `token`. Flags, start-up checks, signals.
 
 const DATABASE_URL_ENV = 'TASKHISTORY_CLOUD_DATABASE_URL';
+const DATA_DIR_ENV = 'TASKHISTORY_CLOUD_DATA_DIR';
 
 function parsePort(text: string): number {
   const port = Number(text);
@@ -39,7 +40,7 @@ const program = new Command('taskhistory-cloud')
   .enablePositionalOptions()
   .option('--port <port>', 'TCP port (0 picks a free one; the bound address is logged)', parsePort, 8787)
   .option('--host <host>', 'address to listen on', '127.0.0.1')
-  .option('--data-dir <dir>', 'file backend: directory for the per-machine record files')
+  .addOption(new Option('--data-dir <dir>', `file backend: directory for the per-machine record files; also $${DATA_DIR_ENV}`).env(DATA_DIR_ENV))
   .addOption(databaseUrlOption())
   .option('--tokens-file <file>', 'JSON tokens file, mode 600: {"tokens": [{"token", "machine_id"} | {"token", "admin": true}]}; required with --data-dir, optional beside the database\'s tokens')
   .action((options: ServeOptions) => serve(options).catch((error: unknown) => failed(error, `could not start on ${options.host}:${options.port}`)));
@@ -117,7 +118,9 @@ async function withDatabase<T>(url: string, work: (client: pg.Client, applied: n
   }
 }
 
-async function openStorage(options: ServeOptions): Promise<{ storage: CloudStorage; authenticator: Authenticator; where: string }> {
+async function openStorage(given: ServeOptions): Promise<{ storage: CloudStorage; authenticator: Authenticator; where: string }> {
+  // An empty value (`TASKHISTORY_CLOUD_DATA_DIR=` in an EnvironmentFile) means not given: the unit's default can be switched off.
+  const options = { ...given, dataDir: given.dataDir || undefined, databaseUrl: given.databaseUrl || undefined };
   if ((options.dataDir === undefined) === (options.databaseUrl === undefined)) {
     throw new UsageError(`give exactly one of --data-dir DIR (files) and --database-url URL (PostgreSQL; or $${DATABASE_URL_ENV})`);
   }

@@ -16,11 +16,14 @@ import { searchTextOf, taskChangesOf, type TaskChange } from './task-facts.js';
  * head updated, a NOTIFY for the live feed, COMMIT (durable as the server's synchronous_commit).
  */
 const STORED_CHANNEL = 'taskhistory_stored';
-/** A pool that cannot hand out a connection within this fails the request (StorageFailure), never queues it for long. */
-const CONNECT_TIMEOUT_MS = 1500;
+/**
+ * A database that is down refuses connections at once; an overloaded one (every pooled connection
+ * busy this long) fails the request with StorageFailure instead of queueing it without end.
+ */
+const CONNECT_TIMEOUT_MS = 5000;
 const RETRY_AFTER_MS = 1000;
 const LISTEN_RETRY_MS = 1000;
-const POOL_SIZE = 10;
+const POOL_SIZE = 20;
 
 /** seq and the counters are bigint: within 2^53, read them as numbers. */
 const types = {

@@ -302,7 +302,9 @@ export class CloudSync {
     }
     if (this.state !== 'offline') log.warn('cloud unreachable; records stay queued here', { url, error: message });
     this.state = 'offline';
-    return backoffDelay(this.failures++, retryMaxMs);
+    // A StorageFailure names how long the endpoint's storage needs: wait at least that.
+    const retryAfterMs = error instanceof RpcError && error.code === ErrorCodes.StorageFailure ? (error.data as { retry_after_ms?: unknown } | undefined)?.retry_after_ms : undefined;
+    return Math.max(backoffDelay(this.failures++, retryMaxMs), typeof retryAfterMs === 'number' ? retryAfterMs : 0);
   }
 
   private async pause(ms: number): Promise<void> {

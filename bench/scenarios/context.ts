@@ -1,14 +1,15 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PeerKind } from '../peers/store.js';
-import type { Row } from '../report.js';
-import { startDaemon, startPeer, type ServerProcess } from '../servers.js';
+import type { Framing } from '../rpc-socket.js';
+import type { PeerName, Row } from '../report.js';
+import { startDaemon, startFloor, startPeer, type ServerProcess } from '../servers.js';
 
 /**
  * What every scenario is given: a scratch directory, the contenders (ours, then every peer that
- * could be started here) and a place for notes that belong under the results table.
+ * could be started here), the floor, and a place for notes that belong under the results table.
  */
-export type ContenderName = 'ours' | PeerKind;
+export type ContenderName = 'ours' | PeerName;
 
 export interface StartOptions {
   maxTasks?: number;
@@ -16,6 +17,8 @@ export interface StartOptions {
   prefillOutputBytes?: number;
   prefillOutputSize?: number;
   cpuProfileDir?: string;
+  /** The floor serves one framing a process; ours serves both on one socket. */
+  framing?: Framing;
 }
 
 export interface Running {
@@ -33,6 +36,8 @@ export interface BenchContext {
   contenders: Contender[];
   peers: Contender[];
   ours: Contender;
+  /** The bare socket plus one fdatasync per group: what the transport and the disk cost alone. */
+  floor: Contender;
   /** A new, empty directory under the run's scratch directory. */
   freshDir(label: string): string;
   say(line: string): void;
@@ -60,6 +65,14 @@ export function createContext(options: {
       return { ...running, process: await startDaemon({ ...running, maxTasks: start.maxTasks, cpuProfileDir: start.cpuProfileDir }) };
     },
   };
+  const floor: Contender = {
+    name: 'floor',
+    async start(start = {}) {
+      const dir = freshDir('floor');
+      const running = { socketPath: join(dir, 'f.sock'), dataDir: join(dir, 'data') };
+      return { ...running, process: await startFloor({ ...running, framing: start.framing ?? 'websocket' }) };
+    },
+  };
   const peers = options.peerKinds.map(
     (kind): Contender => ({
       name: kind,
@@ -71,7 +84,7 @@ export function createContext(options: {
       },
     }),
   );
-  return { contenders: [ours, ...peers], peers, ours, freshDir, say: options.say, note: options.note };
+  return { contenders: [ours, ...peers], peers, ours, floor, freshDir, say: options.say, note: options.note };
 }
 
 /** Starts the contender, runs `body` against it, and stops it whatever happens. */

@@ -14,7 +14,7 @@ const MAX_BACKLOG = OFFERED_STEPS_PER_S;
 const TARGET_P99_MS = 2;
 
 export async function runLatency(context: BenchContext): Promise<Row[]> {
-  const outcomes = await measureEach(context, context.contenders, 'open-loop latency', (contender) =>
+  const outcomes = await measureEach(context, [context.ours, context.floor, ...context.peers], 'open-loop latency', (contender) =>
     withServer(contender, { maxTasks: 100_000 }, async (running): Promise<OpenLoopResult> => {
       const result = await measureOpenLoop({
         socketPath: running.socketPath,
