@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { sha256Hex } from '../node/sha256.js';
 import { chainRecord, GENESIS_HASH, type ChainRecord, type UnchainedRecord } from '../protocol/records.js';
-import { sha256Hex } from '../node/sha256.js';
 import { CLOUD_BIN, RawSocket } from './daemon-harness.js';
 import { spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
 
