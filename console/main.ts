@@ -1,6 +1,6 @@
 import { ApiError, FleetApi, Unauthorized } from './api.js';
 import { el, replaceChildren } from './dom.js';
-import { LiveFeed, type FeedState } from './live-feed.js';
+import { LiveFeed, type FeedState, type StoredEvent } from './live-feed.js';
 import { signOut, storedToken } from './session.js';
 import { currentState, navigate, viewHref, type ViewName } from './url-state.js';
 import { incidentsView } from './views/incidents-view.js';
@@ -19,8 +19,8 @@ const VIEWS: Record<ViewName, (context: ViewContext) => Promise<View>> = {
   incidents: incidentsView,
 };
 
-/** Live events arriving in a burst (a daemon pushing a batch) are taken as one refresh. */
-const LIVE_COALESCE_MS = 100;
+/** Live events arriving in a burst (daemons pushing batches) are taken as one refresh. */
+const LIVE_COALESCE_MS = 250;
 
 const app = document.getElementById('app') as HTMLElement;
 
@@ -66,14 +66,29 @@ function showConsole(token: string): void {
     }, fail);
   };
 
+  // At most one refresh per LIVE_COALESCE_MS however fast pushes arrive; one of several machines' events stands for all.
   let refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  let pending: { event?: StoredEvent } | null = null;
+  const refresh = (event?: StoredEvent) => {
+    if (pending) {
+      if (pending.event?.machine_id !== event?.machine_id) pending.event = undefined;
+      return;
+    }
+    pending = { event };
+    refreshTimer = setTimeout(() => {
+      const due = pending?.event;
+      pending = null;
+      void current?.refresh?.(due).catch(fail);
+    }, LIVE_COALESCE_MS);
+  };
+  let everLive = false;
   const feed = new LiveFeed(
     api.headers,
-    (event) => {
-      clearTimeout(refreshTimer);
-      refreshTimer = setTimeout(() => void current?.onStored?.(event).catch(fail), LIVE_COALESCE_MS);
-    },
+    refresh,
     (state: FeedState) => {
+      // Back after an outage: pushes made meanwhile sent no event that reached this page.
+      if (state === 'live' && everLive) refresh();
+      everLive ||= state === 'live';
       liveState.dataset.state = state;
       liveState.textContent = state === 'live' ? 'live' : state === 'connecting' ? 'connecting…' : 'reconnecting…';
     },

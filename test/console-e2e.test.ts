@@ -60,7 +60,8 @@ beforeAll(async () => {
   for (const machine of MACHINES) await waitForPushed(sockets[machine]);
   chromium = await launchChromium();
   mkdirSync(SCREENSHOTS, { recursive: true });
-});
+  // Three daemons, 70 tasks pushed and a browser: slow when the machine is busy.
+}, 180_000);
 
 afterAll(async () => {
   for (const socket of Object.values(sockets)) socket.close();
@@ -269,14 +270,15 @@ describe('the fleet console in Chromium', () => {
     await page.goto(`${site.cloud.httpBase}/?view=task&machine=beta-box&task=${tasks.deploy}`);
     await page.locator('.live-state[data-state="live"]').waitFor();
 
-    // Restarted on the same port and data: the page reconnects by itself and hears the next push.
+    // A step logged while the endpoint is down, pushed once it is back on the same port and data:
+    // the page reconnects by itself and shows it, whether its feed was back before the push or after.
     site.cloud.proc.kill('SIGTERM');
     await site.cloud.exited;
     await page.locator('.live-state[data-state="reconnecting"]').waitFor();
+    await logStep('beta-box', tasks.deploy, 3, { command: 'curl -f https://staging/health', exit_code: 0, duration_ms: 300 });
     site.cloud = await startCloud(site.storage, { tokensFile: site.tokensFile, port: site.port });
     await page.locator('.live-state[data-state="live"]').waitFor({ timeout: 15_000 });
     await waitForPushed(sockets['beta-box']);
-    await logStep('beta-box', tasks.deploy, 3, { command: 'curl -f https://staging/health', exit_code: 0, duration_ms: 300 });
     await page.locator('li.step[data-step="3"]').waitFor({ timeout: 10_000 });
 
     // The file backend's revocation: the endpoint restarted on a tokens file without the reader's token.

@@ -45,7 +45,8 @@ describe.skipIf(postgresBinDir() === null)('the fleet console on PostgreSQL, thr
     const machineToken = (await createToken(['--machine', MACHINE])).token;
     daemon = (await startPushingDaemon(pushed.url, MACHINE, machineToken)).socket;
     chromium = await launchChromium();
-  });
+    // A cluster, two endpoints, two CLI runs, a daemon and a browser: slow when the machine is busy.
+  }, 180_000);
   afterAll(async () => {
     daemon?.close();
     await chromium?.close();

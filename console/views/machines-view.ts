@@ -67,7 +67,7 @@ export async function machinesView({ api, params }: ViewContext): Promise<View> 
       summary,
       el('div', { class: 'table-scroll' }, el('table', { class: 'machines' }, head, body)),
     ),
-    async onStored() {
+    async refresh() {
       machines = await api.machines();
       draw();
     },

@@ -25,8 +25,8 @@ export async function taskView({ api, params }: ViewContext): Promise<View> {
   return {
     title: `Task ${taskId}`,
     element,
-    async onStored(event) {
-      if (event.machine_id === machineId) draw(await api.task(machineId, taskId));
+    async refresh(event) {
+      if (!event || event.machine_id === machineId) draw(await api.task(machineId, taskId));
     },
   };
 }

@@ -81,7 +81,7 @@ export async function tasksView({ api, params }: ViewContext): Promise<View> {
       more,
     ),
     // A live record may create or change any task on the first page: fetch it again and merge.
-    async onStored() {
+    async refresh() {
       const page = await api.tasks(filters);
       if (rows.size === 0) cursor = page.next_cursor;
       show(page.tasks, 'top');

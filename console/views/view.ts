@@ -7,9 +7,12 @@ export interface ViewContext {
   params: URLSearchParams;
 }
 
-/** A rendered view: its element, and how it takes a live event (refetching what it shows). */
+/**
+ * A rendered view: its element, and how it refetches what it shows after a live event (or, with
+ * no event, after the live feed reconnected and may have missed some).
+ */
 export interface View {
   element: HTMLElement;
   title: string;
-  onStored?(event: StoredEvent): Promise<void>;
+  refresh?(event?: StoredEvent): Promise<void>;
 }
