@@ -90,13 +90,16 @@ class PushClient {
 
   private request(machine: string, records: ChainRecord[]): Promise<RpcFailure | null> {
     const id = String(++this.nextId);
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
+      const onClose = (code: number) => reject(new Error(`the endpoint closed ${machine}'s connection (code ${code}) before answering a push`));
       const onMessage = (data: WebSocket.RawData) => {
         const answer = JSON.parse(data.toString()) as { id: string; error?: RpcFailure };
         if (answer.id !== id) return;
         this.ws.off('message', onMessage);
+        this.ws.off('close', onClose);
         resolve(answer.error ?? null);
       };
+      this.ws.once('close', onClose);
       this.ws.on('message', onMessage);
       this.ws.send(JSON.stringify({ jsonrpc: '2.0', id, method: 'push', params: { machine_id: machine, records } }));
     });
@@ -129,8 +132,9 @@ interface PushOutcome {
 
 /** Every machine pushes `count` records after its head in batches; returns records/s and push latencies (retries included). */
 async function pushFleet(urls: string[], heads: ChainPoint[], count: number, batch: number): Promise<PushOutcome> {
-  const clients = await Promise.all(heads.map((_, index) => PushClient.open(urls[index % urls.length], tokenOf(index))));
+  // Chains first: building them holds the event loop, and an endpoint drops a connection that misses its ping.
   const parts = heads.map((head, index) => chainPart(index, head, count));
+  const clients = await Promise.all(heads.map((_, index) => PushClient.open(urls[index % urls.length], tokenOf(index))));
   const latencies: number[] = [];
   const retries = { count: 0 };
   const started = nowMs();
