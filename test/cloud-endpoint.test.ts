@@ -251,7 +251,10 @@ describe.each(cloudBackends())('taskhistory-cloud on the $name backend', (backen
           acked = Math.max(acked, result.acked_seq);
         }
       })().catch(() => undefined);
-      await sleep(30 + Math.random() * 150);
+      // Kill once this round has had an acknowledgement (however slow the machine), at a random point after it.
+      const ackedBefore = acked;
+      await waitFor(() => acked > ackedBefore || next >= chain.length, 30_000, 'a push of this round to be acknowledged');
+      await sleep(Math.random() * 150);
       process.kill(cloud.pid, 'SIGKILL');
       await cloud.exited;
       // An answer in flight at the kill never comes: stop waiting for it.
