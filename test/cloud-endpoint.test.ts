@@ -267,7 +267,7 @@ describe.each(cloudBackends())('taskhistory-cloud on the $name backend', (backen
     expect(stored.length).toBeGreaterThanOrEqual(acked);
     expect(acked).toBeGreaterThan(0);
     expect(stored).toEqual(chain.slice(0, stored.length));
-  });
+  }, 180_000); // five endpoint kills and restarts: minutes on a loaded machine
 
   it('exits 0 on SIGTERM', async () => {
     const cloud = await startCloud();
