@@ -327,12 +327,14 @@ async function loadMachineLog(path: string, machineId: string): Promise<MachineL
   }
 }
 
-/** The incidents file; a torn last line (a write cut short) is dropped. */
+/** The incidents file; a torn last line (a write cut short) is cut off, so the next line starts clean. */
 async function loadIncidents(path: string): Promise<{ handle: FileHandle; incidents: (Incident & { id: number })[] }> {
   const handle = await open(path, 'a+', 0o600);
-  const text = (await handle.readFile('utf8')).split('\n');
+  const text = await handle.readFile('utf8');
+  const complete = text.lastIndexOf('\n') + 1;
+  if (complete < text.length) await handle.truncate(Buffer.byteLength(text.slice(0, complete)));
   const incidents: (Incident & { id: number })[] = [];
-  for (const line of text.slice(0, -1)) {
+  for (const line of text.slice(0, complete).split('\n').slice(0, -1)) {
     try {
       incidents.push({ ...(JSON.parse(line) as Incident), id: incidents.length + 1 });
     } catch {

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import type { FleetMachine, FleetTaskSummary, Incident, StepSummary, StoredEvent } from '../protocol/fleet-api.js';
 import { log } from '../node/log.js';
-import type { ChainPoint, ChainRecord } from '../protocol/records.js';
+import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
 import { applyRecordToTasks, type TaskView } from '../protocol/task-view.js';
 import { BatchRefused } from './chain-intake.js';
 import { migrate } from './migrations.js';
@@ -82,7 +82,7 @@ export class PostgresStorage implements CloudStorage {
 
   async head(machineId: string): Promise<ChainPoint> {
     const { rows } = await this.query<{ head_seq: number; head_hash: string }>('SELECT head_seq, head_hash FROM machines WHERE machine_id = $1', [machineId]);
-    return rows.length ? { seq: rows[0].head_seq, hash: rows[0].head_hash } : { seq: 0, hash: '0'.repeat(64) };
+    return rows.length ? { seq: rows[0].head_seq, hash: rows[0].head_hash } : { seq: 0, hash: GENESIS_HASH };
   }
 
   async extend(machineId: string, intake: BatchIntake): Promise<Extension> {
