@@ -20,7 +20,7 @@ const VIEWS: Record<ViewName, (context: ViewContext) => Promise<View>> = {
 };
 
 /** Live events arriving in a burst (daemons pushing batches) are taken as one refresh. */
-const LIVE_COALESCE_MS = 250;
+const LIVE_COALESCE_MS = 100;
 
 const app = document.getElementById('app') as HTMLElement;
 
