@@ -120,6 +120,43 @@ export async function fill(
   );
 }
 
+export interface LongTasksResult {
+  steps: number;
+  seconds: number;
+  stepsPerSecond: number;
+  latency: LatencySummary;
+}
+
+/**
+ * Long tasks: each producer creates one task and logs `stepsEach` steps into it, closed loop,
+ * leaving it running. Every step is timed; the figure is all steps over the whole run.
+ */
+export async function logLongTasks(options: ProducerOptions & { stepsEach: number }): Promise<LongTasksResult> {
+  const sockets = await Promise.all(Array.from({ length: options.producers }, () => RpcSocket.open(options.socketPath, options.framing)));
+  const latencies: number[] = [];
+  const start = nowMs();
+  try {
+    await Promise.all(
+      sockets.map(async (socket, index) => {
+        const workload = new Workload(options.seedBase + index, options.outputBytes);
+        const plan = workload.nextTask();
+        const { task_id } = await socket.call<{ task_id: string }>('create_task', plan.create);
+        for (let step = 0; step < options.stepsEach; step++) {
+          const template = plan.steps[step % plan.steps.length];
+          const paramsJson = JSON.stringify({ task_id, ...template, step_num: step + 1 });
+          const sentAt = nowMs();
+          await socket.callRaw('log_step', paramsJson);
+          latencies.push(nowMs() - sentAt);
+        }
+      }),
+    );
+  } finally {
+    for (const socket of sockets) socket.close();
+  }
+  const seconds = (nowMs() - start) / 1000;
+  return { steps: latencies.length, seconds, stepsPerSecond: latencies.length / seconds, latency: summarize(latencies) };
+}
+
 export interface OpenLoopResult {
   offeredPerSecond: number;
   sent: number;

@@ -2,8 +2,9 @@ import { EventEmitter } from 'node:events';
 import { mkdir, open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChainBreak, ChainWalker } from '../protocol/chain-verify.js';
-import { isRecordLike, journalLine } from '../protocol/data-file.js';
+import { journalLine } from '../protocol/data-file.js';
 import { fsyncDirectory } from '../node/durable-files.js';
+import { parseJournalLine } from '../node/journal-files.js';
 import type { FleetMachine, FleetTaskSummary, Incident, StoredEvent } from '../protocol/fleet-api.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
 import { log } from '../node/log.js';
@@ -300,7 +301,7 @@ async function loadMachineLog(path: string, machineId: string): Promise<MachineL
     for (let line = 1; ; line++) {
       const end = text.indexOf(0x0a, offset);
       if (end === -1) break;
-      const record = parseLine(text.toString('utf8', offset, end));
+      const record = parseJournalLine(text.toString('utf8', offset, end));
       if (!record) throw new StorageLoadError(`${path} line ${line} is not a record; the file is damaged`);
       try {
         walker.accept(record);
@@ -342,13 +343,4 @@ async function loadIncidents(path: string): Promise<{ handle: FileHandle; incide
     }
   }
   return { handle, incidents };
-}
-
-function parseLine(line: string): ChainRecord | null {
-  try {
-    const value: unknown = JSON.parse(line);
-    return isRecordLike(value) ? value : null;
-  } catch {
-    return null;
-  }
 }

@@ -1,10 +1,10 @@
-import type { Stats } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { lstatSync, type Stats } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import type { Adapter } from 'lowdb';
 import { sha256Hex } from '../node/sha256.js';
-import { parseDataFile } from '../protocol/chain-verify.js';
+import { ChainBreak, parseDataFile } from '../protocol/chain-verify.js';
 import type { DataFile } from '../protocol/data-file.js';
-import { writeFileDurably } from '../node/durable-files.js';
+import { NotARegularFile, readRegularFileSync, writeFileDurably } from '../node/durable-files.js';
 
 /** How many of our own recent writes to remember, to tell them from foreign edits. */
 const REMEMBERED_WRITES = 8;
@@ -12,7 +12,7 @@ const REMEMBERED_WRITES = 8;
 /**
  * lowdb adapter for task_history.json that makes every write atomic and durable: a uniquely named
  * temp file (so no two writers collide), fsync, rename over the target, fsync of the directory.
- * Reads reject an empty, truncated or wrongly shaped file with a ChainBreak('unreadable file').
+ * Reads (never following a symbolic link) reject an empty, truncated or wrongly shaped file with a ChainBreak('unreadable file').
  * It remembers the identity and SHA-256 of what it wrote, so the watcher can tell its own writes from others'.
  */
 export class DurableJsonFile implements Adapter<DataFile> {
@@ -25,13 +25,14 @@ export class DurableJsonFile implements Adapter<DataFile> {
   async read(): Promise<DataFile | null> {
     let text: string;
     try {
-      text = (await readFile(this.path)).toString('utf8');
+      text = readRegularFileSync(this.path).toString('utf8');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      if (error instanceof NotARegularFile) throw new ChainBreak('unreadable file', null, error.message);
       throw error;
     }
     // Identity by inode, size and mtime: hashing a large file here would slow every start.
-    const { ino, size, mtimeMs } = await stat(this.path);
+    const { ino, size, mtimeMs } = lstatSync(this.path);
     this.lastWritten = { ino, size, mtimeMs };
     return parseDataFile(text);
   }

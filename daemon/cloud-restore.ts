@@ -1,14 +1,14 @@
-import { readdirSync } from 'node:fs';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChainBreak, ChainWalker } from '../protocol/chain-verify.js';
 import { CloudMethods } from '../protocol/cloud-methods.js';
-import { DATA_FILE_NAME, isRecordLike, journalLine, journalSegmentName, sortedJournalSegments } from '../protocol/data-file.js';
+import { isRecordLike, journalLine, journalSegmentName } from '../protocol/data-file.js';
 import { fsyncDirectory } from '../node/durable-files.js';
 import { CLOUD_PULL_LIMIT_MAX } from '../protocol/limits.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
 import { backoffDelay, CloudConnection, isAuthFailure } from './cloud-sync.js';
 import { sha256Hex } from '../node/sha256.js';
+import { existingHistory } from './data-dir.js';
 
 /** The longest wait between two attempts to reach the cloud during restore. */
 const RESTORE_RETRY_MAX_MS = 2000;
@@ -43,7 +43,7 @@ export async function restoreFromCloud(options: RestoreOptions): Promise<Restore
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const target = join(dataDir, journalSegmentName(1));
   const temp = `${target}.${process.pid}.restore.tmp`;
-  const segment = await open(temp, 'w', 0o600);
+  const segment = await open(temp, 'wx', 0o600); // exclusive: never through a planted link
   let placed = false;
   try {
     const walker = new ChainWalker({ seq: 0, hash: GENESIS_HASH }, sha256Hex);
@@ -118,20 +118,5 @@ async function pullAll(
     connection.close();
   }
 }
-
-/** What history the data dir already holds, or null when it holds none. */
-function existingHistory(dataDir: string): string | null {
-  let names: string[];
-  try {
-    names = readdirSync(dataDir);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
-  }
-  if (names.includes(DATA_FILE_NAME)) return DATA_FILE_NAME;
-  const segments = sortedJournalSegments(names);
-  return segments.length > 0 ? `journal segments (${segments[0]}...)` : null;
-}
-
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

@@ -1,19 +1,34 @@
-import { closeSync, constants, fstatSync, fdatasync, fdatasyncSync, fsyncSync, ftruncateSync, openSync, readdirSync, readFileSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, lstatSync, readdirSync, unlinkSync, writeSync, type BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { journalSegmentName, sortedJournalSegments } from '../protocol/data-file.js';
-import { parseJournal } from '../node/journal-files.js';
 import type { ChainRecord } from '../protocol/records.js';
+import { fsyncDirectorySync, openRegularFileSync } from '../node/durable-files.js';
+import { readJournalSegments } from '../node/journal-files.js';
+import type { JournalAppender } from './group-commit.js';
 
 /** What start-up found in the journal segments. */
 export interface JournalContents {
   records: ChainRecord[];
-  /** Segments oldest first, with the seq their name says they start at. */
-  segments: { name: string; firstSeq: number }[];
   /** Bytes of a torn, never-acknowledged final write that were cut off. */
   droppedTailBytes: number;
 }
 
-export class JournalDamaged extends Error {}
+/** A segment someone else deleted, replaced, wrote to, or planted beside ours. */
+export interface SegmentDamage {
+  name: string;
+  path: string;
+  firstSeq: number;
+  problem: 'deleted' | 'replaced' | 'changed' | 'planted';
+}
+
+interface Segment {
+  name: string;
+  firstSeq: number;
+  /** The identity our own last change left: any other change of inode, size or ctime is someone else's. */
+  ino: bigint;
+  size: bigint;
+  ctimeNs: bigint;
+}
 
 interface WrittenLines {
   fd: number;
@@ -26,8 +41,11 @@ interface WrittenLines {
  * only after `appendNow` returns or `append` resolves, i.e. after the bytes are written and
  * fdatasync'ed. A failed write or sync is cut off again with ftruncate, so the journal never holds
  * a record that was not acknowledged in front of one that was.
+ *
+ * It also knows what its segments should look like (inode, size, ctime after its own last change;
+ * ctime cannot be set back by a user), so that `inspectSegments` finds foreign deletions and edits.
  */
-export class Journal {
+export class Journal implements JournalAppender {
   private fd: number | null = null;
   /** Where the next line goes: the end of the active segment's lines. */
   private offset = 0;
@@ -36,42 +54,36 @@ export class Journal {
   private rotateRequested = false;
   /** Seq of the newest record written to the active segment (synced or not). */
   private activeLastSeq = 0;
-  private segments: { name: string; firstSeq: number }[] = [];
+  private segments: Segment[] = [];
+  /** Someone else changed the active segment between two of our writes (seen before our next one). */
+  private activeTouched = false;
   /** Bytes appended since the last checkpoint covered the journal. */
   bytesSinceCheckpoint = 0;
 
   constructor(private readonly dir: string) {}
 
-  /** Reads every segment, cutting a torn final write and the preallocated space off the newest one. Throws JournalDamaged. */
+  /**
+   * Reads every segment (never following a symbolic link), cutting a torn final write and the
+   * preallocated space off the newest one. Throws ChainBreak for damage, NotARegularFile for a link.
+   */
   load(): JournalContents {
-    const names = sortedJournalSegments(readdirSync(this.dir));
-    const records: ChainRecord[] = [];
+    const found = readJournalSegments(this.dir);
     let droppedTailBytes = 0;
-    names.forEach((name, index) => {
-      const path = join(this.dir, name);
-      const bytes = readFileSync(path);
-      const text = bytes.toString('utf8');
-      const parsed = parseJournal(text);
-      const isLast = index === names.length - 1;
-      if (parsed.damagedLine !== undefined || (parsed.tornTail && !isLast)) {
-        throw new JournalDamaged(`journal segment ${path} is damaged at line ${parsed.damagedLine ?? parsed.records.length + 1}`);
-      }
-      if (isLast && bytes.length > parsed.validBytes) {
-        // Preallocated zeros go too (the next append writes them again), and a torn write with them.
-        if (parsed.tornTail) droppedTailBytes = endOfNonZeroBytes(bytes) - parsed.validBytes;
-        truncateSync(path, parsed.validBytes);
-      }
-      records.push(...parsed.records);
-      if (parsed.records.length) this.activeLastSeq = parsed.records[parsed.records.length - 1].seq;
-      this.segments.push({ name, firstSeq: Number(name.split('.')[2]) });
-    });
-    const last = this.segments.at(-1);
-    if (last) {
-      this.fd = openSync(join(this.dir, last.name), 'r+');
-      this.offset = this.preallocatedEnd = fstatSync(this.fd).size;
-      this.bytesSinceCheckpoint = this.offset;
+    const records: ChainRecord[] = [];
+    for (const segment of found) {
+      records.push(...segment.parsed.records);
+      if (segment.parsed.records.length) this.activeLastSeq = segment.parsed.records[segment.parsed.records.length - 1].seq;
     }
-    return { records, segments: [...this.segments], droppedTailBytes };
+    const last = found.at(-1);
+    if (last) {
+      // Preallocated zeros go too (the next append writes them again), and a torn write with them.
+      if (last.parsed.tornTail) droppedTailBytes = last.nonZeroEnd - last.parsed.validBytes;
+      this.fd = openRegularFileSync(last.path, constants.O_RDWR);
+      if (last.size > last.parsed.validBytes) ftruncateSync(this.fd, last.parsed.validBytes);
+      this.offset = this.preallocatedEnd = this.bytesSinceCheckpoint = last.parsed.validBytes;
+    }
+    this.segments = found.map(({ name, firstSeq }) => ({ name, firstSeq, ...identityOf(lstatSync(join(this.dir, name), { bigint: true })) }));
+    return { records, droppedTailBytes };
   }
 
   /** The next append starts a new segment, so that older ones can be deleted after a checkpoint. */
@@ -117,6 +129,7 @@ export class Journal {
   private write(text: string, firstSeq: number, lastSeq: number): WrittenLines {
     if (this.fd === null || this.rotateRequested) this.openSegment(firstSeq);
     const fd = this.fd as number;
+    this.noticeForeignChange(fd);
     const start = this.offset;
     const bytes = Buffer.from(text, 'utf8');
     const end = start + bytes.length;
@@ -127,6 +140,7 @@ export class Journal {
       this.cutBackTo(fd, start);
       throw error;
     }
+    this.noteOwnChange(fd);
     const written = { fd, start, previousLastSeq: this.activeLastSeq };
     this.offset = end;
     this.activeLastSeq = lastSeq;
@@ -162,32 +176,94 @@ export class Journal {
     } catch {
       // Shrinking needs no space; if even this fails the next load cuts the torn tail.
     }
-    if (this.fd === fd) this.preallocatedEnd = offset;
+    if (this.fd === fd) {
+      this.preallocatedEnd = offset;
+      this.noteOwnChange(fd);
+    }
   }
 
   private openSegment(firstSeq: number): void {
     const name = journalSegmentName(firstSeq);
-    const fd = openSync(join(this.dir, name), constants.O_RDWR | constants.O_CREAT, 0o600);
-    syncDirectory(this.dir);
+    // O_EXCL: a file planted under the next name is refused, never appended to.
+    const fd = openRegularFileSync(join(this.dir, name), constants.O_RDWR | constants.O_CREAT | constants.O_EXCL);
+    fsyncDirectorySync(this.dir);
     if (this.fd !== null) closeSync(this.fd);
     this.fd = fd;
-    this.offset = this.preallocatedEnd = fstatSync(fd).size;
+    this.offset = this.preallocatedEnd = 0;
     this.rotateRequested = false;
-    this.segments.push({ name, firstSeq });
+    this.activeTouched = false;
+    this.segments.push({ name, firstSeq, ...identityOf(fstatSync(fd, { bigint: true })) });
+  }
+
+  private get active(): Segment | undefined {
+    return this.fd === null ? undefined : this.segments.at(-1);
+  }
+
+  private noteOwnChange(fd: number): void {
+    const active = this.active;
+    if (active && this.fd === fd) Object.assign(active, identityOf(fstatSync(fd, { bigint: true })));
+  }
+
+  private noticeForeignChange(fd: number): void {
+    const active = this.active;
+    if (active && !sameIdentity(active, fstatSync(fd, { bigint: true }))) this.activeTouched = true;
+  }
+
+  /**
+   * The segments someone else deleted, replaced or changed since our own last change, and
+   * segment files we did not write. Cheap (a stat per segment and one directory listing).
+   */
+  inspectSegments(): SegmentDamage[] {
+    const damages: SegmentDamage[] = [];
+    const active = this.active;
+    for (const segment of this.segments) {
+      const path = join(this.dir, segment.name);
+      let problem: SegmentDamage['problem'] | null = null;
+      try {
+        const stats = lstatSync(path, { bigint: true });
+        if (!stats.isFile() || stats.ino !== segment.ino) problem = 'replaced';
+        else if (!sameIdentity(segment, stats) || (segment === active && this.activeTouched)) problem = 'changed';
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+        problem = 'deleted';
+      }
+      if (problem) damages.push({ name: segment.name, path, firstSeq: segment.firstSeq, problem });
+    }
+    const known = new Set(this.segments.map((segment) => segment.name));
+    for (const name of sortedJournalSegments(readdirSync(this.dir))) {
+      if (!known.has(name)) damages.push({ name, path: join(this.dir, name), firstSeq: Number(name.split('.')[2]), problem: 'planted' });
+    }
+    return damages;
+  }
+
+  /**
+   * Stops relying on damaged segments (the caller has moved them aside, or they are gone): the
+   * next append starts a new segment, and a checkpoint from memory covers what they held.
+   */
+  abandon(damages: SegmentDamage[]): void {
+    const names = new Set(damages.map((damage) => damage.name));
+    const active = this.active;
+    if (active && names.has(active.name)) {
+      closeSync(this.fd as number);
+      this.fd = null;
+      this.activeTouched = false;
+    }
+    this.segments = this.segments.filter((segment) => !names.has(segment.name));
+    this.rotateRequested = true;
   }
 
   /** Deletes the segments that hold only records at or below `seq` (covered by a checkpoint). */
   deleteCoveredSegments(seq: number): void {
     while (this.segments.length > 1 && this.segments[1].firstSeq - 1 <= seq) {
       const [covered] = this.segments.splice(0, 1);
-      unlinkSync(join(this.dir, covered.name));
+      unlinkIfPresent(join(this.dir, covered.name));
     }
     const only = this.segments[0];
-    if (this.segments.length === 1 && this.fd !== null && this.activeLastSeq <= seq) {
+    if (this.segments.length === 1 && this.activeLastSeq <= seq) {
       // The active segment is wholly covered too: start afresh on the next append.
-      closeSync(this.fd);
+      if (this.fd !== null) closeSync(this.fd);
       this.fd = null;
-      unlinkSync(join(this.dir, only.name));
+      unlinkIfPresent(join(this.dir, only.name));
       this.segments = [];
     }
     this.bytesSinceCheckpoint = this.segments.length ? this.offset : 0;
@@ -202,23 +278,24 @@ export class Journal {
 /** Space the active segment keeps written ahead of its lines. */
 const ZEROS = Buffer.alloc(256 << 10);
 
+function identityOf(stats: BigIntStats): Pick<Segment, 'ino' | 'size' | 'ctimeNs'> {
+  return { ino: stats.ino, size: stats.size, ctimeNs: stats.ctimeNs };
+}
+
+function sameIdentity(segment: Segment, stats: BigIntStats): boolean {
+  return stats.ino === segment.ino && stats.size === segment.size && stats.ctimeNs === segment.ctimeNs;
+}
+
+function unlinkIfPresent(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (error) {
+    // Someone else deleted it first: the tamper watch reports that, the checkpoint covers it.
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+}
+
 function writeFully(fd: number, bytes: Buffer, position: number): void {
   let written = 0;
   while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written, position + written);
-}
-
-/** Length of `bytes` without its trailing zeros. */
-function endOfNonZeroBytes(bytes: Buffer): number {
-  let end = bytes.length;
-  while (end > 0 && bytes[end - 1] === 0) end--;
-  return end;
-}
-
-function syncDirectory(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }

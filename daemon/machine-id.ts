@@ -1,6 +1,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { readRegularFileSync } from '../node/durable-files.js';
 
 /** Fixed application key, as systemd's sd_id128_get_machine_app_specific uses one per application. */
 const APPLICATION_KEY = 'taskhistory:machine-id:v1';
@@ -20,13 +21,13 @@ export function resolveMachineId(explicit: string | undefined, dataDir: string, 
   }
   const kept = join(dataDir, 'machine_id');
   try {
-    const id = readFileSync(kept, 'utf8').trim();
+    const id = readRegularFileSync(kept).toString('utf8').trim();
     if (id) return id;
   } catch {
     // first start
   }
   const id = randomBytes(16).toString('hex');
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  writeFileSync(kept, `${id}\n`, { mode: 0o600 });
+  writeFileSync(kept, `${id}\n`, { mode: 0o600, flag: 'wx' }); // exclusive: never through a planted link
   return id;
 }

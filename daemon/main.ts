@@ -1,14 +1,16 @@
 #!/usr/bin/env node
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { CommanderError } from 'commander';
-import { isJournalSegmentName } from '../protocol/data-file.js';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import { BUILTIN_REDACTION_RULES } from '../protocol/redaction.js';
 import { disabledCloudStatus, readCloudToken, CloudSync } from './cloud-sync.js';
-import { CloudCursor } from './cloud-cursor.js';
+import { Checkpointer } from './checkpointer.js';
 import { restoreFromCloud } from './cloud-restore.js';
+import { existingHistory, removeStrayTempFiles } from './data-dir.js';
 import { DataDirInUse, lockDataDir } from './data-dir-lock.js';
+import { Journal } from './journal.js';
+import type { Lifecycle } from './lifecycle.js';
 import { log, setLogLevel } from '../node/log.js';
 import { resolveMachineId } from './machine-id.js';
 import { RecordBuilder, type FieldCaps, type RedactionSettings } from './record-builder.js';
@@ -16,8 +18,8 @@ import { RpcDispatcher } from '../node/rpc-dispatch.js';
 import { registerMethods, type MethodContext } from './rpc-methods.js';
 import { daemonCommand, resolveSettings, SettingsError, type Settings } from './settings.js';
 import { SocketInUse, SocketServer } from './socket-server.js';
-import { socketAccepts } from '../node/socket-probe.js';
 import { StoreDamaged, TaskStore } from './store.js';
+import { socketAccepts } from '../node/socket-probe.js';
 import { SubscriptionHub } from './subscriptions.js';
 import { inheritedListenFd, notifySystemd, startWatchdog } from './systemd.js';
 import { TamperWatch } from './tamper-watch.js';
@@ -49,9 +51,17 @@ function redactionOf(settings: Settings): RedactionSettings {
   return { enabled: settings.redact, rules: [...BUILTIN_REDACTION_RULES, ...settings.redactionRules] };
 }
 
-function dataDirIsEmpty(dataDir: string, dataFile: string): boolean {
-  if (existsSync(dataFile)) return false;
-  return !existsSync(dataDir) || !readdirSync(dataDir).some(isJournalSegmentName);
+/** A part that failed to start: its message for the user. */
+function startupMessage(part: string, error: unknown, settings: Settings): StartupFailure {
+  if (error instanceof StoreDamaged) {
+    const advice = error.advice ?? 'The file was left untouched. To recover: restore it from the cloud (move the data dir aside and start with --restore), or move the file aside to start a new history';
+    return new StartupFailure(`${error.message}. ${advice}. See README, "Recovering a damaged data file".`, 1);
+  }
+  if (error instanceof SocketInUse) return new StartupFailure(error.message, 1);
+  const code = (error as NodeJS.ErrnoException).code ?? String(error);
+  if (part === 'store') return new StartupFailure(`cannot open the data dir ${settings.dataDir}: ${code}`, 1);
+  if (part === 'socket server') return new StartupFailure(`cannot listen on ${settings.socketPath}: ${code}`, 1);
+  return new StartupFailure(`cannot start the ${part}: ${code}`, 1);
 }
 
 function parseFlags(argv: string[]): Record<string, unknown> {
@@ -75,6 +85,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   }
   setLogLevel(settings.logLevel);
   const listenFd = inheritedListenFd();
+  // Before the data dir is touched: a daemon already serving this socket leaves it as it is.
   if (listenFd === null && (await socketAccepts(settings.socketPath))) {
     throw new StartupFailure(`another taskhistoryd is already serving on ${settings.socketPath}; stop it first or pass another --socket`, 1);
   }
@@ -85,6 +96,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     if (error instanceof DataDirInUse) throw new StartupFailure(error.message, 1);
     throw new StartupFailure(`cannot lock the data dir ${settings.dataDir}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, 1);
   }
+  removeStrayTempFiles(settings.dataDir);
   const machineId = resolveMachineId(settings.machineId, settings.dataDir);
 
   let cloudToken: string | null = null;
@@ -100,7 +112,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   let restoreNote: string | null = null;
   /** Records restored from the cloud are records the cloud holds: trimming need not keep them. */
   let restoredSeq = 0;
-  if (settings.cloudUrl && cloudToken && (settings.restore || dataDirIsEmpty(settings.dataDir, settings.dataFile))) {
+  if (settings.cloudUrl && cloudToken && (settings.restore || existingHistory(settings.dataDir) === null)) {
     log.info('restoring this machine\'s history from the cloud', { url: settings.cloudUrl, machine_id: machineId });
     const outcome = await restoreFromCloud({ url: settings.cloudUrl, token: cloudToken, machineId, dataDir: settings.dataDir, timeoutMs: settings.restoreTimeoutMs });
     restoreNote = 'skipped' in outcome ? `not restored: ${outcome.skipped}` : `restored ${outcome.restored} records up to seq ${outcome.head.seq}`;
@@ -109,30 +121,15 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   }
 
   const builder = new RecordBuilder(capsOf(settings), redactionOf(settings));
-  let store: TaskStore;
-  try {
-    store = await TaskStore.open({
-      dataDir: settings.dataDir,
-      dataFile: settings.dataFile,
-      machineId,
-      maxTasks: settings.maxTasks,
-      builder,
-      checkpointIdleMs: settings.checkpointIdleMs,
-      checkpointJournalBytes: settings.checkpointJournalBytes,
-      holdUnackedAbove: settings.cloudUrl ? Math.max(restoredSeq, new CloudCursor(settings.dataDir).load()?.seq ?? 0) : null,
-    });
-  } catch (error) {
-    if (error instanceof StoreDamaged) {
-      throw new StartupFailure(`${error.message}. The file was left untouched. To recover: restore it from the cloud (move the data dir aside and start with --restore), or move the file aside to start a new history. See README, "Recovering a damaged data file".`, 1);
-    }
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new StartupFailure(`cannot open the data dir ${settings.dataDir}: ${code ?? String(error)}`, 1);
-  }
-
+  const journal = new Journal(settings.dataDir);
+  const checkpointer = new Checkpointer({ dataFile: settings.dataFile, journal, idleMs: settings.checkpointIdleMs, journalBytes: settings.checkpointJournalBytes });
+  const store = new TaskStore({ dataDir: settings.dataDir, dataFile: settings.dataFile, machineId, maxTasks: settings.maxTasks, builder, journal, checkpointer });
   const subscriptions = new SubscriptionHub();
   store.onCommit((records) => subscriptions.publish(records));
-  const tamper = new TamperWatch(store, settings.dataFile);
+  const tamper = new TamperWatch({ store, checkpointer, journal, dataFile: settings.dataFile });
   const cloud = settings.cloudUrl && cloudToken ? new CloudSync({ store, url: settings.cloudUrl, token: cloudToken, retryMaxMs: settings.cloudRetryMaxMs, dataDir: settings.dataDir }) : null;
+  // The replay at start trims too: it holds what the cloud cursor (read once, by the sync) lacks.
+  if (cloud) store.holdUnackedAbove(Math.max(restoredSeq, cloud.status().acked_seq));
 
   const rpc = new RpcDispatcher<MethodContext>(log);
   registerMethods(rpc, {
@@ -153,19 +150,28 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     maxMessageBytes: settings.maxMessageBytes,
     onMessage: (text, connection) => rpc.handleText(text, { connection }),
   });
-  try {
-    await server.listen();
-  } catch (error) {
-    await store.close();
-    if (error instanceof SocketInUse) throw new StartupFailure(error.message, 1);
-    throw new StartupFailure(`cannot listen on ${settings.socketPath}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, 1);
+
+  // Started in this order, stopped in reverse.
+  const parts: [string, Lifecycle][] = [
+    ['store', store],
+    ['socket server', { start: () => server.listen(), stop: () => server.close() }],
+    ...(cloud ? [['cloud sync', { start: async () => cloud.start(), stop: () => cloud.stop() }] as [string, Lifecycle]] : []),
+    ['tamper watch', tamper],
+  ];
+  const started: Lifecycle[] = [];
+  for (const [name, part] of parts) {
+    try {
+      await part.start();
+    } catch (error) {
+      for (const running of started.reverse()) await running.stop().catch(() => undefined);
+      throw startupMessage(name, error, settings);
+    }
+    started.push(part);
   }
-  cloud?.start();
   const stopWatchdog = startWatchdog();
   const head = store.head;
   log.info('ready', { version: VERSION, socket: listenFd === null ? settings.socketPath : `fd ${listenFd}`, data_file: settings.dataFile, machine_id: machineId, last_seq: head.seq, tasks: store.tasks.length, running: store.runningTasks.length, cloud: settings.cloudUrl ?? 'disabled' });
   await notifySystemd('READY=1', `STATUS=serving ${store.tasks.length} tasks, last seq ${head.seq}`, `MAINPID=${process.pid}`);
-  await tamper.start();
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -180,11 +186,9 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     server.stopAccepting();
     const notified = notifySystemd('STOPPING=1');
     stopWatchdog?.();
-    await tamper.stop();
-    await store.close(); // answers every commit in flight, writes the last checkpoint
-    await cloud?.stop();
+    await store.drain(); // answers every commit in flight
     await new Promise((resolve) => setImmediate(resolve)); // let the last answers reach the sockets
-    await server.close();
+    for (const part of started.reverse()) await part.stop(); // the store last: its final checkpoint
     await notified;
     log.info('stopped', { last_seq: store.head.seq });
     process.exit(0);

@@ -1,21 +1,41 @@
 import { mkdirSync } from 'node:fs';
-import { Low } from 'lowdb';
+import { join } from 'node:path';
 import { ChainBreak, verifyDataFile } from '../protocol/chain-verify.js';
-import { journalLine, type DataFile } from '../protocol/data-file.js';
+import type { DataFile } from '../protocol/data-file.js';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import type { CompleteTaskInput, CreateTaskInput, LogStepInput } from '../protocol/methods.js';
 import { chainRecord, type ChainPoint, type ChainRecord, type UnchainedRecord } from '../protocol/records.js';
 import type { TaskView } from '../protocol/task-view.js';
-import { verifyDataFileOnDisk } from '../node/verify-files.js';
-import { ChainState } from './chain-state.js';
-import { DurableJsonFile } from './checkpoint-file.js';
-import { Journal, JournalDamaged } from './journal.js';
+import { NotARegularFile } from '../node/durable-files.js';
 import { log } from '../node/log.js';
-import { newTaskId, type RecordBuilder } from './record-builder.js';
 import { sha256Hex } from '../node/sha256.js';
+import { verifyDataFileOnDisk } from '../node/verify-files.js';
+import { ChainPointFile } from './chain-point-file.js';
+import { ChainState } from './chain-state.js';
+import type { Checkpointer } from './checkpointer.js';
+import { DURABLE_HEAD_FILE } from './data-dir.js';
+import { GroupCommit, type JournalAppender } from './group-commit.js';
+import type { Journal } from './journal.js';
+import type { Lifecycle } from './lifecycle.js';
+import { newTaskId, type RecordBuilder } from './record-builder.js';
 
 /** The data on disk cannot be trusted: the daemon must not start (and must not overwrite it). */
-export class StoreDamaged extends Error {}
+export class StoreDamaged extends Error {
+  constructor(
+    message: string,
+    /** What to do, when the general advice (restore, or move the file aside) does not fit. */
+    readonly advice?: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The head file trails the journal by at most this many records or this long: writing it per
+ * group would cost two more fsyncs a group. A clean stop writes it exactly.
+ */
+const HEAD_FILE_RECORDS = 256;
+const HEAD_FILE_MAX_LAG_MS = 5000;
 
 export interface StoreOptions {
   dataDir: string;
@@ -23,123 +43,123 @@ export interface StoreOptions {
   machineId: string;
   maxTasks: number;
   builder: RecordBuilder;
-  /** Write the checkpoint after this long without commits. */
-  checkpointIdleMs: number;
-  /** ...or at once when the journal has grown this much since the last checkpoint. */
-  checkpointJournalBytes: number;
-  /** Seq the cloud is known to hold (its cursor); trimming keeps everything above. Null: no cloud. */
-  holdUnackedAbove: number | null;
-}
-
-interface Batch {
-  records: ChainRecord[];
-  text: string;
-  waiters: { resolve: () => void; reject: (error: Error) => void }[];
+  /** Where the data dir's journal is read from at start. */
+  journal: Journal;
+  /** What commits write through: the journal itself (a failing twin in unit tests). */
+  appender?: JournalAppender;
+  checkpointer: Checkpointer;
 }
 
 type CommitListener = (records: ChainRecord[]) => void;
 
-const CHECKPOINT_RETRY_MS = 5000;
-
 /**
  * The task history: durable state (ChainState, exactly what is on disk) plus a staging layer for
  * records on their way to disk. Calls are validated against durable + staged state, chained at
- * once, and committed in groups: the records of one turn of the event loop, or of every turn
- * while the previous group syncs, go out in one journal write and one fdatasync. A caller's
- * promise resolves only after its record is fdatasync'ed; if a write fails, that group and the
- * one staged after it fail and staging falls back to the durable state, so memory never runs
- * ahead of the disk.
+ * once and handed to group commit; when a group fails, staging falls back to the durable state,
+ * so memory never runs ahead of the disk. Checkpoints are the checkpointer's; the newest durable
+ * head also goes to a small file of its own, so that a start can tell when files lost records.
  */
-export class TaskStore {
+export class TaskStore implements Lifecycle {
   readonly machineId: string;
   maxTasks: number;
-  checkpointSeq = 0;
-  /** Set when trimming makes the file differ from the state at the same head. */
-  private viewChangedSinceCheckpoint = false;
-  private readonly state: ChainState;
-  private readonly db: Low<DataFile>;
-  readonly file: DurableJsonFile;
-  private readonly journal: Journal;
+  private state = new ChainState();
+  private readonly commits: GroupCommit;
+  private readonly checkpointer: Checkpointer;
+  private readonly headFile: ChainPointFile;
+  private headFileTimer: NodeJS.Timeout | null = null;
+  private recordsSinceHeadSaved = 0;
   private readonly builder: RecordBuilder;
 
   private stagedHead: ChainPoint;
   private readonly stagedTasks = new Map<string, { finished: boolean; lastSeq: number }>();
-  private pending: Batch | null = null;
-  /** A large group's fdatasync is running in the thread pool. */
-  private syncing = false;
-  /** The largest group of late, forgotten by one per group: how many writers are busy. */
-  private recentLargestGroup = 0;
-  private drainWaiters: (() => void)[] = [];
   private closed = false;
-  private lastStorageError: string | null = null;
-
   private readonly listeners = new Set<CommitListener>();
+  /** Seq the cloud is known to hold; trimming keeps everything above. Null: no cloud. */
   private holdAbove: number | null = null;
+  private readonly snapshot = (): DataFile => this.state.toDataFile(this.machineId, this.maxTasks);
 
-  private checkpointTimer: NodeJS.Timeout | null = null;
-  private diskLock: Promise<unknown> = Promise.resolve();
-  private readonly options: StoreOptions;
-
-  private constructor(options: StoreOptions, state: ChainState, file: DurableJsonFile, journal: Journal) {
-    this.options = options;
+  constructor(private readonly options: StoreOptions) {
     this.machineId = options.machineId;
     this.maxTasks = options.maxTasks;
     this.builder = options.builder;
-    this.state = state;
-    this.file = file;
-    this.db = new Low(file, null as unknown as DataFile);
-    this.journal = journal;
-    this.stagedHead = { ...state.head };
+    this.checkpointer = options.checkpointer;
+    this.headFile = new ChainPointFile(join(options.dataDir, DURABLE_HEAD_FILE), 'durable head file');
+    this.commits = new GroupCommit(options.appender ?? options.journal, options.dataDir, {
+      committed: (records) => this.committed(records),
+      failed: () => this.unstageAll(),
+    });
+    this.stagedHead = { ...this.state.head };
   }
 
-  /** Loads and verifies the checkpoint and the journal. Throws StoreDamaged when they do not hold up. */
-  static async open(options: StoreOptions): Promise<TaskStore> {
-    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-    const file = new DurableJsonFile(options.dataFile);
-    const journal = new Journal(options.dataDir);
+  /**
+   * Loads and verifies the checkpoint and the journal, and checks that they reach the head the
+   * head file says was durable. Throws StoreDamaged when they do not hold up.
+   */
+  async start(): Promise<void> {
+    const { dataDir, dataFile, journal } = this.options;
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     let doc: DataFile | null;
     let journalRecords: ChainRecord[];
     try {
       const contents = journal.load();
       journalRecords = contents.records;
-      if (contents.droppedTailBytes) {
-        log.warn('cut a torn, never-acknowledged write off the journal', { bytes: contents.droppedTailBytes });
-      }
-      doc = await file.read();
+      if (contents.droppedTailBytes) log.warn('cut a torn, never-acknowledged write off the journal', { bytes: contents.droppedTailBytes });
     } catch (error) {
-      if (error instanceof ChainBreak) throw new StoreDamaged(`${options.dataFile} is damaged: ${error.message} (${error.reason})`);
-      if (error instanceof JournalDamaged) throw new StoreDamaged(error.message);
+      if (error instanceof ChainBreak || error instanceof NotARegularFile) throw new StoreDamaged(error.message);
+      throw error;
+    }
+    try {
+      doc = await this.checkpointer.readCheckpoint();
+    } catch (error) {
+      if (error instanceof ChainBreak) throw new StoreDamaged(`${dataFile} is damaged: ${error.message} (${error.reason})`);
       throw error;
     }
     if (!doc && journalRecords.length && journalRecords[0].seq !== 1) {
-      throw new StoreDamaged(`${options.dataFile} is missing but the journal beside it starts at seq ${journalRecords[0].seq}: records 1..${journalRecords[0].seq - 1} are gone`);
+      throw new StoreDamaged(`${dataFile} is missing but the journal beside it starts at seq ${journalRecords[0].seq}: records 1..${journalRecords[0].seq - 1} are gone`);
     }
-    const base = doc ?? new ChainState().toDataFile(options.machineId, options.maxTasks);
+    const base = doc ?? new ChainState().toDataFile(this.machineId, this.maxTasks);
     try {
       verifyDataFile(base, sha256Hex, journalRecords);
     } catch (error) {
       if (!(error instanceof ChainBreak)) throw error;
       const where = error.seq === null ? '' : ` at seq ${error.seq}`;
-      throw new StoreDamaged(`${options.dataFile} does not verify${where}: ${error.reason} (${error.message})`);
+      throw new StoreDamaged(`${dataFile} does not verify${where}: ${error.reason} (${error.message})`);
     }
-    const store = new TaskStore(options, ChainState.fromDataFile(base), file, journal);
-    store.holdAbove = options.holdUnackedAbove;
-    store.viewChangedSinceCheckpoint = !doc;
-    for (const record of journalRecords) if (record.seq > store.state.head.seq) store.applyDurable(record);
-    store.stagedHead = store.head;
-    store.checkpointSeq = doc?.head.seq ?? 0;
-    if (doc && doc.machine_id !== options.machineId) {
-      log.warn('the data file was written under another machine id; new tasks use this one', { file: options.dataFile, file_machine_id: doc.machine_id, machine_id: options.machineId });
+    this.state = ChainState.fromDataFile(base);
+    if (!doc) this.checkpointer.noteViewChanged();
+    for (const record of journalRecords) if (record.seq > this.state.head.seq) this.applyDurable(record);
+    this.requireDurableHead();
+    this.stagedHead = this.head;
+    if (doc && doc.machine_id !== this.machineId) {
+      log.warn('the data file was written under another machine id; new tasks use this one', { file: dataFile, file_machine_id: doc.machine_id, machine_id: this.machineId });
     }
     // A missing file is written before serving (the watcher must find one); a replayed journal
     // is folded into the file soon after, off the start-up path.
-    if (!doc) await store.checkpoint();
-    else if (store.viewChangedSinceCheckpoint || store.state.head.seq !== store.checkpointSeq) store.scheduleCheckpoint();
-    return store;
+    if (!doc) await this.checkpoint();
+    else this.checkpointer.schedule(this.snapshot);
+  }
+
+  /** The files must account for the head the head file says was durable; a fresh chain would hide the loss. */
+  private requireDurableHead(): void {
+    const durable = this.headFile.load();
+    if (!durable) return;
+    const head = this.state.head;
+    const hashHere = this.state.hashAt(durable.seq);
+    if (head.seq >= durable.seq && (hashHere === undefined || hashHere === durable.hash)) return;
+    const found = head.seq < durable.seq ? `its files hold records only up to seq ${head.seq}` : `its record at seq ${durable.seq} is not the one that was durable`;
+    throw new StoreDamaged(
+      `the data dir ${this.options.dataDir} has lost records: ${this.headFile.path} says seq ${durable.seq} was durable, but ${found} (a journal segment deleted, or the data file replaced by an older copy, while no daemon ran)`,
+      `Nothing was changed. To recover: put the missing files back, or restore from the cloud (move the data dir aside and start with --restore); to accept the loss and go on from seq ${head.seq}, delete ${this.headFile.path}`,
+    );
   }
 
   get head(): ChainPoint {
     return { ...this.state.head };
+  }
+
+  /** Head seq of the data file on disk. */
+  get checkpointSeq(): number {
+    return this.checkpointer.checkpointSeq;
   }
 
   hashAt(seq: number): string | undefined {
@@ -155,17 +175,15 @@ export class TaskStore {
     return () => this.listeners.delete(listener);
   }
 
-  /** Trimming keeps every record above `ackedSeq` until the cloud has it; null: no cloud. */
+  /** Trimming keeps every record above `ackedSeq` until the cloud has it; null: no cloud. Set before start for the replay. */
   holdUnackedAbove(ackedSeq: number | null): void {
     this.holdAbove = ackedSeq;
-    this.trim();
-    this.scheduleCheckpoint();
+    if (this.trim()) this.checkpointer.schedule(this.snapshot);
   }
 
   setMaxTasks(maxTasks: number): void {
     this.maxTasks = maxTasks;
-    this.trim();
-    this.scheduleCheckpoint();
+    if (this.trim()) this.checkpointer.schedule(this.snapshot);
   }
 
   // Reads: durable state only.
@@ -186,7 +204,7 @@ export class TaskStore {
 
   /** The last journal write error, while writing keeps failing; null once a write succeeds. */
   get storageError(): string | null {
-    return this.lastStorageError;
+    return this.commits.storageError;
   }
 
   // Writes.
@@ -234,95 +252,37 @@ export class TaskStore {
     const record = chainRecord(body, this.stagedHead.seq, this.stagedHead.hash, sha256Hex);
     this.stagedHead = { seq: record.seq, hash: record.hash };
     if (taskId) this.stagedTasks.set(taskId, { finished: finishes, lastSeq: record.seq });
-    let batch = this.pending;
-    if (!batch) {
-      batch = this.pending = { records: [], text: '', waiters: [] };
-      // Let every message read in this turn of the event loop join the group.
-      if (!this.syncing) setImmediate(() => this.flush());
-    }
-    batch.records.push(record);
-    batch.text += journalLine(record);
-    return new Promise((resolve, reject) => batch.waiters.push({ resolve: () => resolve(record.seq), reject }));
+    return this.commits.add(record);
   }
 
-  /**
-   * Writes and syncs the pending group. A group as large as any of late holds every busy writer:
-   * nobody else is coming, so it syncs on this thread (the thread pool's round trip costs as much
-   * as the sync). A smaller one means more calls are on their way: it syncs in the thread pool
-   * while this thread reads, checks and chains them into the next group.
-   */
-  private flush(): void {
-    const batch = this.pending;
-    if (this.syncing || !batch) return;
-    this.pending = null;
-    const first = batch.records[0].seq;
-    const last = batch.records[batch.records.length - 1].seq;
-    const everyBusyWriterIsHere = batch.records.length >= this.recentLargestGroup;
-    this.recentLargestGroup = Math.max(batch.records.length, this.recentLargestGroup - 1);
-    let syncing: Promise<void> | null = null;
-    try {
-      if (everyBusyWriterIsHere) this.journal.appendNow(batch.text, first, last);
-      else syncing = this.journal.append(batch.text, first, last);
-    } catch (error) {
-      this.failFrom(batch, error as NodeJS.ErrnoException);
-      return;
-    }
-    if (!syncing) {
-      this.committed(batch, last);
-      return;
-    }
-    this.syncing = true;
-    syncing.then(
-      () => {
-        this.syncing = false;
-        this.committed(batch, last);
-        // The answers go out after this callback: the next group's sync starts first.
-        this.flush();
-      },
-      (error: NodeJS.ErrnoException) => {
-        this.syncing = false;
-        this.failFrom(batch, error);
-      },
-    );
-  }
-
-  private committed(batch: Batch, last: number): void {
-    for (const record of batch.records) this.applyDurable(record);
+  private committed(records: ChainRecord[]): void {
+    for (const record of records) this.applyDurable(record);
+    const last = records[records.length - 1].seq;
     for (const [taskId, staged] of this.stagedTasks) if (staged.lastSeq <= last) this.stagedTasks.delete(taskId);
-    if (this.lastStorageError) {
-      log.info('journal writes work again', { dir: this.options.dataDir });
-      this.lastStorageError = null;
-    }
-    for (const waiter of batch.waiters) waiter.resolve();
+    this.recordsSinceHeadSaved += records.length;
+    if (this.recordsSinceHeadSaved >= HEAD_FILE_RECORDS) this.saveHead();
+    else this.headFileTimer ??= setTimeout(() => this.saveHead(), HEAD_FILE_MAX_LAG_MS);
     for (const listener of this.listeners) {
       try {
-        listener(batch.records);
+        listener(records);
       } catch (error) {
         log.error('a commit listener failed', { error: String(error) });
       }
     }
-    this.scheduleCheckpoint();
-    this.wakeDrainWaiters();
+    this.checkpointer.schedule(this.snapshot);
   }
 
-  /** The failed group fails with every group staged after it, and staging falls back to the durable state. */
-  private failFrom(batch: Batch, error: NodeJS.ErrnoException): void {
-    const failed = [batch, ...(this.pending ? [this.pending] : [])];
-    this.pending = null;
+  private saveHead(): void {
+    if (this.headFileTimer) clearTimeout(this.headFileTimer);
+    this.headFileTimer = null;
+    this.recordsSinceHeadSaved = 0;
+    this.headFile.save(this.state.head);
+  }
+
+  /** A group failed: staging falls back to the durable state. */
+  private unstageAll(): void {
     this.stagedTasks.clear();
     this.stagedHead = { ...this.state.head };
-    const code = error.code ?? 'EIO';
-    const message = `could not write the journal in ${this.options.dataDir} (${code}): nothing was recorded; free space or fix permissions, then retry`;
-    if (this.lastStorageError !== message) log.error('journal write failed; calls are refused until writing works again', { dir: this.options.dataDir, error: code });
-    this.lastStorageError = message;
-    const rpcError = new RpcError(ErrorCodes.StorageFailure, message, { errno: code, dir: this.options.dataDir });
-    for (const group of failed) for (const waiter of group.waiters) waiter.reject(rpcError);
-    this.wakeDrainWaiters();
-  }
-
-  private wakeDrainWaiters(): void {
-    if (this.syncing || this.pending) return;
-    for (const wake of this.drainWaiters.splice(0)) wake();
   }
 
   /**
@@ -334,69 +294,36 @@ export class TaskStore {
     if (record.type === 'task_created' || record.type === 'task_completed') this.trim();
   }
 
-  /** Trims to max_tasks; the next checkpoint then writes the smaller file. */
-  private trim(): void {
-    if (this.state.trim(this.maxTasks, this.holdAbove).length) this.viewChangedSinceCheckpoint = true;
+  /** Trims to max_tasks; the next checkpoint then writes the smaller file. True when it dropped something. */
+  private trim(): boolean {
+    if (this.state.trim(this.maxTasks, this.holdAbove).length === 0) return false;
+    this.checkpointer.noteViewChanged();
+    return true;
   }
 
-  // Checkpoints.
-
-  private scheduleCheckpoint(): void {
-    if (this.journal.bytesSinceCheckpoint >= this.options.checkpointJournalBytes) {
-      void this.checkpoint().catch(() => undefined);
-      return;
-    }
-    if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
-    this.checkpointTimer = setTimeout(() => {
-      this.checkpointTimer = null;
-      this.checkpoint().catch(() => {
-        this.checkpointTimer ??= setTimeout(() => this.scheduleCheckpoint(), CHECKPOINT_RETRY_MS);
-      });
-    }, this.options.checkpointIdleMs);
-  }
-
-  /**
-   * Writes task_history.json from the durable state, then drops the journal segments it covers.
-   * `force` rewrites it even when nothing changed (after a foreign edit or deletion).
-   */
+  /** Writes the data file from memory now; `force` even when nothing changed (after damage on disk). */
   checkpoint(force = false): Promise<void> {
-    return this.withDiskLock(async () => {
-      if (!force && this.state.head.seq === this.checkpointSeq && !this.viewChangedSinceCheckpoint) return;
-      const doc = this.state.toDataFile(this.machineId, this.maxTasks);
-      this.journal.requestRotation();
-      this.db.data = doc;
-      try {
-        await this.db.write();
-      } catch (error) {
-        log.warn('could not write the checkpoint; every record stays in the journal, retrying', { file: this.options.dataFile, error: (error as NodeJS.ErrnoException).code ?? String(error) });
-        throw error;
-      }
-      this.checkpointSeq = doc.head.seq;
-      this.viewChangedSinceCheckpoint = false;
-      this.journal.deleteCoveredSegments(doc.head.seq);
-    });
-  }
-
-
-  /** Runs fn while no checkpoint is being written (and none starts). */
-  withDiskLock<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.diskLock.then(fn, fn);
-    this.diskLock = run.catch(() => undefined);
-    return run;
+    return this.checkpointer.checkpoint(this.snapshot, force);
   }
 
   /** Verifies what is on disk: the checkpoint and the journal. */
   verifyOnDisk() {
-    return this.withDiskLock(async () => verifyDataFileOnDisk(this.options.dataFile));
+    return this.checkpointer.withDiskLock(async () => verifyDataFileOnDisk(this.options.dataFile));
   }
 
-  /** Refuses new records, waits for the ones in flight, writes a last checkpoint. */
-  async close(): Promise<void> {
+  /** Refuses new records, waits for the ones in flight. */
+  async drain(): Promise<void> {
     this.closed = true;
-    if (this.syncing || this.pending) await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
-    if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
-    this.checkpointTimer = null;
+    await this.commits.drain();
+  }
+
+  /** Drains, writes a last checkpoint, records the head and closes the journal. */
+  async stop(): Promise<void> {
+    await this.drain();
+    this.checkpointer.stop();
     await this.checkpoint().catch(() => undefined);
-    this.journal.close();
+    this.saveHead();
+    await this.headFile.flush();
+    this.options.journal.close();
   }
 }

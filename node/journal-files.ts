@@ -1,10 +1,11 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChainBreak } from '../protocol/chain-verify.js';
 import { isRecordLike, sortedJournalSegments } from '../protocol/data-file.js';
 import type { ChainRecord } from '../protocol/records.js';
+import { readRegularFileSync } from './durable-files.js';
 
-/** Reading journal segments (format in `protocol/data-file.ts`): one parser for the daemon, the verifiers and the tests. */
+/** Reading journal segments (format in `protocol/data-file.ts`): one reader for the daemon, the verifiers, the cloud's files and the tests. */
 export interface ParsedJournal {
   records: ChainRecord[];
   /** Byte length of the complete lines: what follows is preallocated zeros or a torn, never-acknowledged write. */
@@ -12,6 +13,16 @@ export interface ParsedJournal {
   tornTail: boolean;
   /** Set when a complete line in the middle is not a record: the segment is damaged. */
   damagedLine?: number;
+}
+
+/** One journal line (without its newline) as a record, or null when it is not one. */
+export function parseJournalLine(line: string): ChainRecord | null {
+  try {
+    const value: unknown = JSON.parse(line);
+    return isRecordLike(value) ? value : null;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -29,33 +40,47 @@ export function parseJournal(segment: string): ParsedJournal {
     const lineEnd = text.indexOf('\n', offset);
     line++;
     if (lineEnd === -1) return { records, validBytes: Buffer.byteLength(text.slice(0, offset)), tornTail: true };
-    const body = text.slice(offset, lineEnd);
-    let record: unknown;
-    try {
-      record = JSON.parse(body);
-    } catch {
-      return { records, validBytes: Buffer.byteLength(text.slice(0, offset)), tornTail: false, damagedLine: line };
-    }
-    if (!isRecordLike(record)) {
-      return { records, validBytes: Buffer.byteLength(text.slice(0, offset)), tornTail: false, damagedLine: line };
-    }
+    const record = parseJournalLine(text.slice(offset, lineEnd));
+    if (!record) return { records, validBytes: Buffer.byteLength(text.slice(0, offset)), tornTail: false, damagedLine: line };
     records.push(record);
     offset = lineEnd + 1;
   }
   return { records, validBytes: Buffer.byteLength(text), tornTail: writtenPastEnd };
 }
 
-/** Every record of the journal segments in `dir`, oldest first; throws ChainBreak on a damaged segment. */
-export function readJournalRecords(dir: string): ChainRecord[] {
+/** One segment as read from disk. */
+export interface JournalSegment {
+  name: string;
+  path: string;
+  /** The seq its name says it starts at. */
+  firstSeq: number;
+  parsed: ParsedJournal;
+  /** The file's size, and where its bytes end without trailing zeros (preallocated space). */
+  size: number;
+  nonZeroEnd: number;
+}
+
+/**
+ * Every journal segment in `dir`, oldest first, each read without following symbolic links
+ * (NotARegularFile). Throws ChainBreak on a damaged segment; only the newest may end torn.
+ */
+export function readJournalSegments(dir: string): JournalSegment[] {
   const names = sortedJournalSegments(readdirSync(dir));
-  const records: ChainRecord[] = [];
-  names.forEach((name, index) => {
-    const parsed = parseJournal(readFileSync(join(dir, name), 'utf8'));
+  return names.map((name, index) => {
+    const path = join(dir, name);
+    const bytes = readRegularFileSync(path);
+    const parsed = parseJournal(bytes.toString('utf8'));
     if (parsed.damagedLine !== undefined || (parsed.tornTail && index < names.length - 1)) {
       const seq = parsed.records.length ? parsed.records[parsed.records.length - 1].seq + 1 : null;
-      throw new ChainBreak('unreadable file', seq, `journal segment ${name} is damaged at line ${parsed.damagedLine ?? parsed.records.length + 1}`);
+      throw new ChainBreak('unreadable file', seq, `journal segment ${path} is damaged at line ${parsed.damagedLine ?? parsed.records.length + 1}`);
     }
-    records.push(...parsed.records);
+    let nonZeroEnd = bytes.length;
+    while (nonZeroEnd > 0 && bytes[nonZeroEnd - 1] === 0) nonZeroEnd--;
+    return { name, path, firstSeq: Number(name.split('.')[2]), parsed, size: bytes.length, nonZeroEnd };
   });
-  return records;
+}
+
+/** Every record of the journal segments in `dir`, oldest first; throws ChainBreak on a damaged segment. */
+export function readJournalRecords(dir: string): ChainRecord[] {
+  return readJournalSegments(dir).flatMap((segment) => segment.parsed.records);
 }

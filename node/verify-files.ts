@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ChainBreak, parseDataFile, reportFrom, verifyDataFile, type VerifyReport } from '../protocol/chain-verify.js';
 import { readJournalRecords } from './journal-files.js';
-import { fileIdentity } from './durable-files.js';
+import { fileIdentity, NotARegularFile, readRegularFileSync } from './durable-files.js';
 import type { ChainRecord } from '../protocol/records.js';
 import { sha256Hex } from './sha256.js';
 
@@ -29,8 +28,9 @@ function readSnapshot(dataFile: string): { text: string; records: ChainRecord[] 
     const identity = fileIdentity(dataFile);
     let text: string;
     try {
-      text = readFileSync(dataFile, 'utf8');
+      text = readRegularFileSync(dataFile).toString('utf8');
     } catch (error) {
+      if (error instanceof NotARegularFile) throw new ChainBreak('unreadable file', null, error.message);
       throw new ChainBreak('unreadable file', null, `cannot read ${dataFile}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
     }
     let records: ChainRecord[];
@@ -38,6 +38,7 @@ function readSnapshot(dataFile: string): { text: string; records: ChainRecord[] 
       records = readJournalRecords(dirname(dataFile));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT' && attempt < SNAPSHOT_ATTEMPTS) continue;
+      if (error instanceof NotARegularFile) throw new ChainBreak('unreadable file', null, error.message);
       throw error;
     }
     if (fileIdentity(dataFile) === identity || attempt >= SNAPSHOT_ATTEMPTS) return { text, records };

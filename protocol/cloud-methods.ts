@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { CLOUD_PULL_LIMIT_MAX } from './limits.js';
 import type { ChainRecord } from './records.js';
-import type { MethodDescriptor } from './methods.js';
+import { method } from './methods.js';
 
 /**
  * The sync protocol between a daemon and the cloud endpoint: JSON-RPC 2.0 over WebSocket at
@@ -11,10 +11,6 @@ export const CLOUD_SYNC_PATH = '/v1/sync';
 export const cloudTaskHistoryPath = (machineId: string) => `/v1/machines/${encodeURIComponent(machineId)}/task_history.json`;
 
 const machineId = z.string().min(1).max(200);
-
-function method<R>() {
-  return <P extends z.ZodType>(name: string, params: P): MethodDescriptor<P, R> => ({ name, params });
-}
 
 export interface CloudHead {
   acked_seq: number;

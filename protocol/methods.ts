@@ -16,7 +16,8 @@ export interface MethodDescriptor<P extends z.ZodType, R> {
   result?: R;
 }
 
-function method<R>() {
+/** `method<Result>()(name, paramsSchema)`: curried so R is given and P is inferred. */
+export function method<R>() {
   return <P extends z.ZodType>(name: string, params: P): MethodDescriptor<P, R> => ({ name, params });
 }
 

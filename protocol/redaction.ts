@@ -1,15 +1,15 @@
 import { z } from 'zod';
 import type { RedactionRuleInfo } from './methods.js';
+import { BUILTIN_REDACTION_RULES, PLACEHOLDER } from './redaction-builtins.js';
+
+export { BUILTIN_REDACTION_RULES };
 
 /**
  * Secret redaction, applied by the daemon to every text of a task before it is hashed, stored or
  * pushed. A secret span becomes `[REDACTED:<rule name>]`; the text around it stays, and nothing
  * derived from the secret (no digest, no length) is kept: a digest of a short password would let
- * anyone test guesses.
- *
- * Every built-in pattern is linear-time on any input: no nested unbounded quantifiers, no
- * alternatives that can both match the same text, each scan stops at a delimiter. Redacting twice
- * changes nothing: a match whose secret overlaps an existing marker is left alone.
+ * anyone test guesses. Redacting twice changes nothing: a match whose secret overlaps an existing
+ * marker is left alone. The built-in shapes are in redaction-builtins.ts.
  */
 export interface RedactionRule {
   name: string;
@@ -17,10 +17,12 @@ export interface RedactionRule {
   source: 'builtin' | 'config';
   /** Global (`g`) with match indices (`d`), so the secret group's span is known. */
   pattern: RegExp;
-  /** The capture group that is the secret (0: the whole match). */
-  secretGroup: number;
-  /** Object keys whose whole string (or number) value is this rule's secret, e.g. `{"password": "..."}`. */
+  /** The capture groups that may be the secret, one per alternative of the pattern: the first that took part is (0: the whole match). */
+  secretGroups: readonly number[];
+  /** Object keys whose whole string (or number) value is this rule's secret, e.g. `{"password": "..."}`; also the `name` of a `{name, value}` pair. */
   secretKey?: RegExp;
+  /** An argv element whose next element is this rule's secret, e.g. `["mysql", "--password", "..."]`. */
+  secretFlag?: RegExp;
   /** A cheap test that any match needs (a keyword or prefix); texts without it skip the full pattern. */
   prefilter?: RegExp;
 }
@@ -31,91 +33,7 @@ export function redactionMarker(ruleName: string): string {
 
 const MARKER = /\[REDACTED:[a-z0-9]+(?:-[a-z0-9]+)*\]/g;
 const MARKER_ONLY = new RegExp(`^${MARKER.source}$`);
-
-/** Values that name or mask a secret without being one: `$VAR`, `${VAR}`, `****`, `<password>`, `null`... */
-const PLACEHOLDER = String.raw`(?:\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|\*+|<[^<>\r\n]*>|null|none|nil|true|false|undefined)`;
 const PLACEHOLDER_VALUE = new RegExp(`^${PLACEHOLDER}$`, 'i');
-
-/** Names a secret when a key ends with one. Bare `pwd` is left out: `PWD=/home/...` is in every `env` dump. */
-const SECRET_NAME = String.raw`(?:password|passwd|passphrase|[_-]pwd|secret(?:[_-]?key)?|token|api[_-]?key)`;
-/** The same after `--` on a command line, where `--pwd` cannot be the working directory. */
-const SECRET_FLAG = String.raw`(?:password|passwd|passphrase|pwd|secret(?:[_-]?key)?|token|api[_-]?key)`;
-/** `=`, `:`, `:=` (Go), `=>` (Ruby, PHP), spaces around. */
-const ASSIGN = String.raw`["']?[ \t]*(?::=|=>|[:=])[ \t]*`;
-/** A value: the inside of a "..." or '...' string (escapes included), else a run up to a space, quote, `&`, `,` or `;`. */
-const VALUE = String.raw`["']?(?!${PLACEHOLDER}(?:["'\s&,;]|$))((?<=")(?:[^"\\\r\n]|\\.)+|(?<=')(?:[^'\\\r\n]|\\.)+|(?<!["'])[^\s"'&,;]+)`;
-
-const PEM_LABEL = String.raw`(?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?`;
-/** Newline, or a `\n` escape when the key sits inside a JSON or Python string. */
-const PEM_NEWLINE = String.raw`(?:\r?\n|\\(?:r\\)?n)`;
-
-/**
- * What every match of a built-in rule contains. Most texts (outputs, commands) hold none of these,
- * and a plain scan for them is far cheaper than the full patterns with their lookbehinds.
- */
-const PREFILTERS: Record<string, RegExp> = {
-  'private-key': /-----BEGIN /,
-  'aws-access-key-id': /AKIA|ASIA/,
-  'github-token': /gh[pousr]_|github_pat_/,
-  'gitlab-token': /gl(?:pat|dt|rt|ptt|soat)-/,
-  'slack-token': /xox[abposr]-/,
-  'aws-secret-key': /secret[_-]?access[_-]?key/i,
-  'bearer-token': /authorization/i,
-  'password-assignment': /pass|pwd|secret|token|api[_-]?key/i,
-};
-
-function builtin(name: string, description: string, pattern: string, flags: string, secretGroup = 0, secretKey?: RegExp): RedactionRule {
-  return { name, description, source: 'builtin', pattern: new RegExp(pattern, `gd${flags}`), secretGroup, secretKey, prefilter: PREFILTERS[name] };
-}
-
-/** Applied in this order: specific token shapes before the generic `password=` rule, so the marker names the most specific rule. */
-export const BUILTIN_REDACTION_RULES: readonly RedactionRule[] = Object.freeze([
-  builtin(
-    'private-key',
-    'PEM and PGP private key blocks (RSA, EC, DSA, OPENSSH, ENCRYPTED, PGP, plain), BEGIN line to END line; without an END line, the key lines that follow BEGIN',
-    // The body stops at the next "-----", so each BEGIN scans only up to the following armor line.
-    String.raw`-----BEGIN ${PEM_LABEL}-----(?:[^-]*(?:-(?!----)[^-]*)*-----END ${PEM_LABEL}-----|(?:${PEM_NEWLINE}(?:[A-Za-z][A-Za-z-]*:[^\r\n\\]*|[A-Za-z0-9+/=]*(?![^\r\n\\])))*)`,
-    '',
-  ),
-  builtin('aws-access-key-id', 'AWS access key ids: AKIA or ASIA followed by 16 upper-case letters or digits', String.raw`(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])`, ''),
-  builtin(
-    'github-token',
-    'GitHub tokens: ghp_, gho_, ghu_, ghs_, ghr_ followed by 36 or more letters and digits, and github_pat_ fine-grained tokens',
-    String.raw`(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})`,
-    '',
-  ),
-  builtin(
-    'gitlab-token',
-    'GitLab personal, deploy, runner, trigger and service account tokens: glpat-, gldt-, glrt-, glptt-, glsoat- followed by 20 or more characters',
-    String.raw`(?<![A-Za-z0-9])gl(?:pat|dt|rt|ptt|soat)-[A-Za-z0-9_-]{20,}(?:\.[A-Za-z0-9_-]+)*`,
-    '',
-  ),
-  builtin('slack-token', 'Slack tokens: xoxa-, xoxb-, xoxp-, xoxo-, xoxs-, xoxr- followed by 10 or more characters', String.raw`(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,}`, ''),
-  builtin(
-    'aws-secret-key',
-    'AWS secret access keys: the 40-character value of aws_secret_access_key, AWS_SECRET_ACCESS_KEY or SecretAccessKey after = or :, quoted or not',
-    String.raw`(?:aws[_-]?)?secret[_-]?access[_-]?key${ASSIGN}["']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])`,
-    'i',
-    1,
-    /^(?:aws[_-]?)?secret[_-]?access[_-]?key$/i,
-  ),
-  builtin(
-    'bearer-token',
-    'The token of an "Authorization: Bearer <token>" header (any case, also as "authorization": "Bearer ..."); in structured data, the whole value of an Authorization key',
-    String.raw`authorization${ASSIGN}["']?bearer[ \t]+([A-Za-z0-9\-._~+/]+=*)`,
-    'i',
-    1,
-    /^(?:proxy-)?authorization$/i,
-  ),
-  builtin(
-    'password-assignment',
-    'The value assigned to a name ending in password, passwd, passphrase, _pwd, secret, secret_key, token or api_key: key=value, key: value, "key": "value", key := value, key => value, --key value; placeholders ($VAR, ${VAR}, ****, <...>, null, true, false) and empty values are kept',
-    String.raw`(?:${SECRET_NAME}${ASSIGN}|(?<=--[A-Za-z0-9-]{0,40})${SECRET_FLAG}[ \t]+(?!-))${VALUE}`,
-    'i',
-    1,
-    new RegExp(`${SECRET_NAME}$`, 'i'),
-  ),
-]);
 
 /** A rule from the daemon's config file, key "redaction_rules". */
 export interface UserRuleConfig {
@@ -190,27 +108,66 @@ function compileUserRule(config: z.infer<typeof UserRuleSchema>, label: string):
     description: config.description ?? `matches /${config.pattern}/${flags}`,
     source: 'config',
     pattern,
-    secretGroup,
+    secretGroups: [secretGroup],
   };
+}
+
+/**
+ * A rule list prepared once (the daemon builds its list once per (re)load): one scan for the
+ * prefilters of all rules that have one, so a text holding no candidate at all (most outputs) is
+ * read once, not once per rule; and the few rules that name secret keys or flags, so structured
+ * values do not walk every rule for every key and element.
+ */
+interface PreparedRules {
+  all: readonly RedactionRule[];
+  anyCandidate: RegExp | null;
+  withSecretKey: RedactionRule[];
+  withSecretFlag: RedactionRule[];
+}
+
+const preparedOf = new WeakMap<readonly RedactionRule[], PreparedRules>();
+
+function prepared(rules: readonly RedactionRule[]): PreparedRules {
+  let ready = preparedOf.get(rules);
+  if (ready === undefined) {
+    const sources = new Set(rules.flatMap((rule) => (rule.prefilter ? [`(?:${rule.prefilter.source})`] : [])));
+    // Built-in prefilters spell keywords in any case without the i flag; one that has it makes the whole scan case-insensitive (slower, still right).
+    const caseInsensitive = rules.some((rule) => rule.prefilter?.flags.includes('i'));
+    ready = {
+      all: rules,
+      anyCandidate: sources.size > 0 ? new RegExp([...sources].join('|'), caseInsensitive ? 'i' : '') : null,
+      withSecretKey: rules.filter((rule) => rule.secretKey),
+      withSecretFlag: rules.filter((rule) => rule.secretFlag),
+    };
+    preparedOf.set(rules, ready);
+  }
+  return ready;
 }
 
 /** Replaces every secret span of every rule, in rule order, by the rule's marker. */
 export function redactText(text: string, rules: readonly RedactionRule[]): string {
+  return redactPreparedText(text, prepared(rules));
+}
+
+function redactPreparedText(text: string, rules: PreparedRules): string {
+  const mayMatch = rules.anyCandidate === null || rules.anyCandidate.test(text);
   let result = text;
-  for (const rule of rules) result = redactWithRule(result, rule);
+  for (const rule of rules.all) {
+    if (rule.prefilter && (!mayMatch || !rule.prefilter.test(result))) continue;
+    result = redactWithRule(result, rule);
+  }
   return result;
 }
 
 function redactWithRule(text: string, rule: RedactionRule): string {
-  if (rule.prefilter && !rule.prefilter.test(text)) return text;
   const markers = text.includes('[REDACTED:') ? [...text.matchAll(MARKER)].map((m) => [m.index, m.index + m[0].length]) : [];
   let nextMarker = 0;
   let redacted = '';
   let copiedUpTo = 0;
   // matchAll works on a copy of the regex, so rules shared across calls keep no lastIndex state.
   for (const match of text.matchAll(rule.pattern)) {
-    const span = match.indices?.[rule.secretGroup];
-    if (!span || span[0] === span[1]) continue;
+    const span = secretSpan(match, rule);
+    if (!span) continue;
     const [start, end] = span;
     while (nextMarker < markers.length && markers[nextMarker][1] <= start) nextMarker++;
     if (nextMarker < markers.length && markers[nextMarker][0] < end) continue; // already redacted
@@ -220,29 +177,72 @@ function redactWithRule(text: string, rule: RedactionRule): string {
   return copiedUpTo === 0 ? text : redacted + text.slice(copiedUpTo);
 }
 
+function secretSpan(match: RegExpMatchArray, rule: RedactionRule): [number, number] | undefined {
+  for (const group of rule.secretGroups) {
+    const span = match.indices?.[group];
+    if (span && span[0] < span[1]) return span;
+  }
+  return undefined;
+}
+
 /**
  * Redacts every string inside arrays and objects, object keys included: a token used as a key
  * would otherwise be stored as is. Keys that become equal after redaction get ` #2`, ` #3`... so
- * no value is lost. A string or number under a key that names a secret (`"password"`,
- * `"Authorization"`, `"aws_secret_access_key"`) is replaced whole, since no `key=` context is left
- * inside the value for the text rules to see.
+ * no value is lost. Where the structure itself says "this is a secret" and no `key=` context is
+ * left inside the value for the text rules to see, the value is replaced whole:
+ * - a string or number (or an array of them) under a key that names a secret: `{"password": "..."}`,
+ *   `{"DB_PASSWORD": ["..."]}`, `{"Authorization": "..."}`;
+ * - the `value` of a `{name, value}` (or `{key, value}`) pair whose name names a secret, as in
+ *   Kubernetes and ECS environments: `{"name": "PGPASSWORD", "value": "..."}`;
+ * - the element after a secret flag in an array: `["mysql", "--password", "..."]`.
  */
 export function redactValue<T>(value: T, rules: readonly RedactionRule[]): T {
-  return redactJson(value, rules) as T;
+  return redactJson(value, prepared(rules)) as T;
 }
 
-function redactJson(value: unknown, rules: readonly RedactionRule[]): unknown {
-  if (typeof value === 'string') return redactText(value, rules);
-  if (Array.isArray(value)) return value.map((item) => redactJson(item, rules));
+function redactJson(value: unknown, rules: PreparedRules): unknown {
+  if (typeof value === 'string') return redactPreparedText(value, rules);
+  if (Array.isArray(value)) return redactArray(value, rules);
   if (value === null || typeof value !== 'object') return value;
+  const pairRule = nameValuePairRule(value, rules);
   const redacted: Record<string, unknown> = {};
   for (const [key, member] of Object.entries(value)) {
-    const keyRule = rules.find((rule) => rule.secretKey?.test(key));
-    const memberRedacted = keyRule && isSecretValue(member) ? redactionMarker(keyRule.name) : redactJson(member, rules);
+    const keyRule = pairRule && VALUE_KEY.test(key) ? pairRule : rules.withSecretKey.find((rule) => rule.secretKey!.test(key));
+    const memberRedacted = keyRule ? redactSecretMember(member, keyRule, rules) : redactJson(member, rules);
     // defineProperty: a "__proto__" key from JSON must stay a plain member, not set the prototype.
-    Object.defineProperty(redacted, uniqueKey(redacted, redactText(key, rules)), { value: memberRedacted, enumerable: true, writable: true, configurable: true });
+    Object.defineProperty(redacted, uniqueKey(redacted, redactPreparedText(key, rules)), { value: memberRedacted, enumerable: true, writable: true, configurable: true });
   }
   return redacted;
+}
+
+function redactArray(items: unknown[], rules: PreparedRules): unknown[] {
+  return items.map((item, index) => {
+    const before = items[index - 1];
+    const flagRule = typeof before === 'string' ? rules.withSecretFlag.find((rule) => rule.secretFlag!.test(before)) : undefined;
+    return flagRule && isSecretValue(item) && !(typeof item === 'string' && item.startsWith('-')) ? redactionMarker(flagRule.name) : redactJson(item, rules);
+  });
+}
+
+/** Under a key that names a secret: a scalar is the secret; so is every scalar of an array; objects are redacted as usual. */
+function redactSecretMember(member: unknown, rule: RedactionRule, rules: PreparedRules): unknown {
+  if (isSecretValue(member)) return redactionMarker(rule.name);
+  if (Array.isArray(member)) return member.map((item) => redactSecretMember(item, rule, rules));
+  return redactJson(member, rules);
+}
+
+const NAME_KEY = /^(?:name|key)$/i;
+const VALUE_KEY = /^value$/i;
+
+/** The rule whose secret is the `value` of this `{name, value}` pair, if its name names one. */
+function nameValuePairRule(object: object, rules: PreparedRules): RedactionRule | undefined {
+  let name: unknown;
+  let hasValue = false;
+  for (const [key, member] of Object.entries(object)) {
+    if (NAME_KEY.test(key)) name = member;
+    else if (VALUE_KEY.test(key)) hasValue = true;
+  }
+  if (!hasValue || typeof name !== 'string') return undefined;
+  return rules.withSecretKey.find((rule) => rule.secretKey!.test(name));
 }
 
 function isSecretValue(value: unknown): boolean {

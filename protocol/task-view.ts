@@ -104,10 +104,16 @@ export function tasksFromRecords(records: Iterable<ChainRecord>): Map<string, Ta
  * never, nor one `held` keeps (the daemon holds tasks the cloud has not acknowledged). The daemon
  * and the cloud's view apply this after every record, so both keep the same tasks.
  */
-export function tasksToTrim(tasks: Map<string, TaskView>, maxTasks: number, held: (task: TaskView) => boolean = () => false): TaskView[] {
+export function tasksToTrim(
+  tasks: ReadonlyMap<string, TaskView>,
+  maxTasks: number,
+  held: (task: TaskView) => boolean = () => false,
+  // The finished tasks in creation order, when the caller keeps them apart: running ones then cost nothing.
+  candidates: Iterable<TaskView> = tasks.values(),
+): TaskView[] {
   let excess = tasks.size - maxTasks;
   const dropped: TaskView[] = [];
-  for (const task of tasks.values()) {
+  for (const task of candidates) {
     if (excess <= 0) break;
     if (task.status === 'running' || held(task)) continue;
     dropped.push(task);

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../protocol/errors.js';
 import { truncationMarker } from '../protocol/limits.js';
+import { BUILTIN_REDACTION_RULES } from '../protocol/redaction.js';
 import { openRawSocket, REPO, startDaemon, type Daemon, type RawSocket } from './daemon-harness.js';
 
 /** Every daemon method: its result shape (the original model's keys) and each error it can answer. */
@@ -15,6 +16,12 @@ const STEP_KEYS = ['command', 'seq', 'status', 'step', 'timestamp'];
 const STATUS_KEYS = [
   'checkpoint_seq', 'cloud', 'data_file', 'head_hash', 'last_seq', 'machine_id', 'max_tasks', 'pid', 'redaction',
   'running', 'running_tasks', 'socket', 'storage_error', 'tamper', 'tasks', 'uptime_s', 'version',
+];
+
+/** What the daemon redacts with no config file, in order: specific token shapes before the generic ones. */
+const BUILTIN_RULE_NAMES = [
+  'private-key', 'aws-access-key-id', 'github-token', 'gitlab-token', 'slack-token', 'aws-secret-key', 'bearer-token',
+  'basic-auth', 'url-credentials', 'curl-user', 'mysql-password', 'password-assignment',
 ];
 
 const sortedKeys = (value: object) => Object.keys(value).sort();
@@ -305,14 +312,12 @@ describe('daemon methods', () => {
       expect(await invalidFields('verify', { deep: true })).toEqual(['deep']);
     });
 
-    it('redaction_rules lists the built-in rules', async () => {
+    it('redaction_rules lists every built-in rule, in the order they run, with its description', async () => {
       const result = await rpc.call('redaction_rules');
+      expect(sortedKeys(result)).toEqual(['enabled', 'rules']);
       expect(result.enabled).toBe(true);
-      expect(result.rules.length).toBeGreaterThan(0);
-      for (const rule of result.rules) {
-        expect(sortedKeys(rule)).toEqual(['description', 'name', 'source']);
-        expect(rule.source).toBe('builtin');
-      }
+      expect(result.rules.map((rule: { name: string }) => rule.name)).toEqual(BUILTIN_RULE_NAMES);
+      expect(result.rules).toEqual(BUILTIN_REDACTION_RULES.map(({ name, description }) => ({ name, description, source: 'builtin' })));
       expect(await invalidFields('redaction_rules', { source: 'config' })).toEqual(['source']);
     });
   });

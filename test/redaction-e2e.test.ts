@@ -22,18 +22,39 @@ const SECRETS = {
   'slack-token': `xoxp-${'4815162342'}-${'Ab9Cd8Ef7Gh6Ij5Kl4'}`,
   'bearer-token': `eyJhbGciOiJIUzI1NiJ9.${'eyJzdWIiOiJhZ2VudCJ9'}.k3Yq-x_Zs`,
   'private-key': PEM_LINES.join('\n'),
+  'basic-auth': Buffer.from(`ci:${'b4sic-7e21'}`).toString('base64'),
+  'url-credentials': `Url-${'5d0a93-unique'}`,
+  'curl-user': `Curl-${'c81f4e-unique'}`,
+  'mysql-password': `My-${'2b7e55-unique'}`,
   'password-assignment': `Pw-${'9f3c21e7-unique'}`,
   'corp-key': `CORP-${'73105528'}`,
 } as const;
-/** Under a secret-named key in the plan: redacted whole, though no `password=` is in the text. */
-const PLAN_PASSWORD = `plan-${'only-8d2e-secret'}`;
+/** Secrets the plan's structure names (no `password=` in their text): each is redacted whole. */
+const PLAN_SECRETS = {
+  underKey: `plan-${'only-8d2e-secret'}`,
+  inArrayUnderKey: `plan-${'array-41c7-secret'}`,
+  nameValuePair: `plan-${'pair-93ab-secret'}`,
+  argvElement: `plan-${'argv-6e0f-secret'}`,
+};
+const PLAN_ENV = {
+  env: { PGPASSWORD: PLAN_SECRETS.underKey, DB_PASSWORD: [PLAN_SECRETS.inArrayUnderKey] },
+  containers: [{ env: [{ name: 'MYSQL_ROOT_PASSWORD', value: PLAN_SECRETS.nameValuePair }, { name: 'MYSQL_DATABASE', value: 'app' }] }],
+  args: ['mysql', '--password', PLAN_SECRETS.argvElement, 'app'],
+};
 
 /** The strings that must never be stored: each secret, and each line of the key on its own (JSON escapes newlines). */
-const FORBIDDEN = [...Object.values(SECRETS), ...PEM_LINES, PLAN_PASSWORD];
+const FORBIDDEN = [...Object.values(SECRETS), ...PEM_LINES, ...Object.values(PLAN_SECRETS)];
 
 const marker = (rule: string) => `[REDACTED:${rule}]`;
 const USER_RULE = { name: 'corp-key', pattern: 'CORP-[0-9]{8}', description: 'Corp API keys' };
 const CLOUD_TOKEN = 'cloud-token-for-redaction-e2e';
+
+const COMMAND_WITH_SECRETS = [
+  `git push https://${SECRETS['github-token']}@github.com/o/r`,
+  `mysql --password ${SECRETS['password-assignment']}`,
+  `mysqldump -uroot -p${SECRETS['mysql-password']} app`,
+  `curl -u ci:${SECRETS['curl-user']} -H "Authorization: Basic ${SECRETS['basic-auth']}" https://ci:${SECRETS['url-credentials']}@ci.example.com/x`,
+].join(' && ');
 
 /** One task that carries one secret per rule, spread over every field the daemon redacts. */
 async function logTaskWithSecrets(rpc: RawSocket): Promise<{ taskId: string; lastSeq: number }> {
@@ -43,13 +64,13 @@ async function logTaskWithSecrets(rpc: RawSocket): Promise<{ taskId: string; las
     steps: [
       `clone with ${SECRETS['gitlab-token']}`,
       { run: `curl -H "Authorization: Bearer ${SECRETS['bearer-token']}" https://api.example.com` },
-      { env: { PGPASSWORD: PLAN_PASSWORD } },
+      PLAN_ENV,
     ],
   });
   await rpc.call('log_step', {
     task_id: taskId,
     step_num: 1,
-    command: `git push https://${SECRETS['github-token']}@github.com/o/r && mysql --password ${SECRETS['password-assignment']}`,
+    command: COMMAND_WITH_SECRETS,
     status: 'failed',
     output: `-----BEGIN RSA PRIVATE KEY-----\n${SECRETS['private-key']}\n-----END RSA PRIVATE KEY-----\naws_secret_access_key = ${SECRETS['aws-secret-key']}`,
     error: `slack: invalid_auth for ${SECRETS['slack-token']}`,
@@ -149,10 +170,19 @@ describe('redaction through the daemon, the journal, the data file and the cloud
     expect(task.plan).toEqual([
       `clone with ${marker('gitlab-token')}`,
       { run: `curl -H "Authorization: Bearer ${marker('bearer-token')}" https://api.example.com` },
-      { env: { PGPASSWORD: marker('password-assignment') } },
+      {
+        env: { PGPASSWORD: marker('password-assignment'), DB_PASSWORD: [marker('password-assignment')] },
+        containers: [{ env: [{ name: 'MYSQL_ROOT_PASSWORD', value: marker('password-assignment') }, { name: 'MYSQL_DATABASE', value: 'app' }] }],
+        args: ['mysql', '--password', marker('password-assignment'), 'app'],
+      },
     ]);
     expect(task.steps[0]).toMatchObject({
-      command: `git push https://${marker('github-token')}@github.com/o/r && mysql --password ${marker('password-assignment')}`,
+      command: [
+        `git push https://${marker('github-token')}@github.com/o/r`,
+        `mysql --password ${marker('password-assignment')}`,
+        `mysqldump -uroot -p${marker('mysql-password')} app`,
+        `curl -u ci:${marker('curl-user')} -H "Authorization: Basic ${marker('basic-auth')}" https://ci:${marker('url-credentials')}@ci.example.com/x`,
+      ].join(' && '),
       output: `${marker('private-key')}\naws_secret_access_key = ${marker('aws-secret-key')}`,
       error: `slack: invalid_auth for ${marker('slack-token')}`,
       recovery: `rotated ${marker('corp-key')}`,
@@ -233,7 +263,8 @@ describe('redaction switched off or misconfigured', () => {
     await daemon.stop();
     const stored = JSON.parse(readFileSync(daemon.dataFile, 'utf8')).tasks[0];
     expect(stored.description).toBe(`rotate keys; old id ${SECRETS['aws-access-key-id']}`);
-    expect(stored.plan[2]).toEqual({ env: { PGPASSWORD: PLAN_PASSWORD } });
+    expect(stored.plan[2]).toEqual(PLAN_ENV);
+    expect(stored.steps[0].command).toBe(COMMAND_WITH_SECRETS);
     expect(stored.steps[0].output).toContain(SECRETS['private-key']);
     expect(stored.steps[0].error).toBe(`slack: invalid_auth for ${SECRETS['slack-token']}`);
   });

@@ -14,6 +14,7 @@ const GITLAB = `glpat-${'Zq3xW9vT'.repeat(2)}abcd`;
 const SLACK = `xoxb-${'1234567890'}-${'0987654321'}-${'AbCdEfGhIjKlMnOpQrStUvWx'}`;
 const AWS_ID = `AKIA${'IOSFODNN7EXAMPLE'}`;
 const AWS_SECRET = `wJalrXUtnFEMI/K7MDENG/${'bPxRfiCYEXAMPLEKEY'}`;
+const BASIC = Buffer.from(`deploy:${'S3cr3tPass'}`).toString('base64');
 const PEM_BODY = 'MIIEowIBAAKCAQEA7bq9Zx3xg0JtY4R2lJ\nq2Z1k3b9m8Yw0T9v1R4dXoL5cT3F2mPq==';
 const pem = (label: string) => `-----BEGIN ${label}-----\n${PEM_BODY}\n-----END ${label}-----`;
 
@@ -93,6 +94,66 @@ const CASES: Record<string, { redacts: [string, string][]; keeps: string[] }> = 
     ],
     keeps: ['Authorization: Bearer', 'Authorization: Bearer $TOKEN', 'bearer tokens expire after an hour', 'Authorization: Basic'],
   },
+  'basic-auth': {
+    redacts: [
+      [`Authorization: Basic ${BASIC}`, `Authorization: Basic ${M('basic-auth')}`],
+      [`curl -H 'authorization: basic ${BASIC}' https://api`, `curl -H 'authorization: basic ${M('basic-auth')}' https://api`],
+      [`{"Authorization": "Basic ${BASIC}"}`, `{"Authorization": "Basic ${M('basic-auth')}"}`],
+      [`Proxy-Authorization: Basic ${BASIC}`, `Proxy-Authorization: Basic ${M('basic-auth')}`],
+    ],
+    keeps: ['Authorization: Basic', 'Authorization: Basic $CREDENTIALS', 'WWW-Authenticate: Basic realm="api"', 'basic authorization is turned off'],
+  },
+  'url-credentials': {
+    redacts: [
+      ['git clone https://deploy:S3cr3tPass@host/repo.git', `git clone https://deploy:${M('url-credentials')}@host/repo.git`],
+      ['psql postgres://admin:Sup3rS3cret@db/prod', `psql postgres://admin:${M('url-credentials')}@db/prod`],
+      ['REDIS_URL=redis://:hunter2@cache:6379/0', `REDIS_URL=redis://:${M('url-credentials')}@cache:6379/0`],
+      ['"mongodb+srv://app:p@ss:w0rd@cluster0.example.net/db"', `"mongodb+srv://app:${M('url-credentials')}@cluster0.example.net/db"`],
+      ['export https_proxy=http://me:Pa55,word@proxy:3128 next', `export https_proxy=http://me:${M('url-credentials')}@proxy:3128 next`],
+    ],
+    keeps: [
+      'https://host:8443/path?user=a@b',
+      'ssh://git@host:22/repo.git and git@github.com:org/repo.git',
+      'http://[::1]:8080/health',
+      'https://user@host/x',
+      'https://deploy:$DEPLOY_TOKEN@host/repo.git https://u:${PASS}@h https://u:****@h',
+      'write to me at mailto:me@example.com',
+    ],
+  },
+  'curl-user': {
+    redacts: [
+      ['curl -u user:pass https://api', `curl -u user:${M('curl-user')} https://api`],
+      ['curl -sS --user deploy:S3cr3t -X POST https://api', `curl -sS --user deploy:${M('curl-user')} -X POST https://api`],
+      ['curl -uadmin:hunter2 https://api', `curl -uadmin:${M('curl-user')} https://api`],
+      [`curl -H 'Accept: */*' -u 'ci:pa ss' https://api`, `curl -H 'Accept: */*' -u 'ci:${M('curl-user')}' https://api`],
+      ['curl --user="svc:Pa55,word" https://api', `curl --user="svc:${M('curl-user')}" https://api`],
+    ],
+    keeps: [
+      'curl -u user https://api',
+      'curl -u "$USER:$PASS" https://api',
+      'curl --user-agent x:y https://api',
+      'docker run -u 1000:1000 alpine',
+      'sudo -u www-data:www-data ls',
+      'curl https://api | grep -u x:y',
+    ],
+  },
+  'mysql-password': {
+    redacts: [
+      ['mysql -u root -pSecret db', `mysql -u root -p${M('mysql-password')} db`],
+      ['mysqldump -uroot -pHunter2 --all-databases > all.sql', `mysqldump -uroot -p${M('mysql-password')} --all-databases > all.sql`],
+      [`mariadb -h db -p'pa ss' -e 'select 1'`, `mariadb -h db -p'${M('mysql-password')}' -e 'select 1'`],
+      ['/usr/bin/mysqladmin -pS3cr3t status', `/usr/bin/mysqladmin -p${M('mysql-password')} status`],
+    ],
+    keeps: [
+      'mysql -u root -p mydb',
+      'mysql -u root -p$MYSQL_ROOT_PASSWORD db',
+      'mkdir -p /var/lib/mysql',
+      'ssh -p2222 host mysql',
+      'rsync -pavz mysql/ backup/',
+      'docker run -p3306:3306 mysql:8',
+      'mysql -P3306 -h db',
+    ],
+  },
   'password-assignment': {
     redacts: [
       ['password=hunter2', `password=${M('password-assignment')}`],
@@ -105,6 +166,18 @@ const CASES: Record<string, { redacts: [string, string][]; keeps: string[] }> = 
       ['SECRET_KEY = "django-insecure-x"', `SECRET_KEY = "${M('password-assignment')}"`],
       ['password := "go"; passwd => \'rb\'', `password := "${M('password-assignment')}"; passwd => '${M('password-assignment')}'`],
       ['MYSQL_PWD=hunter2 apiKey: abc', `MYSQL_PWD=${M('password-assignment')} apiKey: ${M('password-assignment')}`],
+      // The value runs to the end of the token, commas inside it included.
+      ['DB_PASSWORD=Pa55,word99 next', `DB_PASSWORD=${M('password-assignment')} next`],
+      ['password=hunter2, user=bob', `password=${M('password-assignment')}, user=bob`],
+      ['mysql --password=Pa55,w0rd db', `mysql --password=${M('password-assignment')} db`],
+      // Name/value pairs (Kubernetes, ECS), as JSON and as YAML.
+      ['{"name": "PGPASSWORD", "value": "Sup3r"}', `{"name": "PGPASSWORD", "value": "${M('password-assignment')}"}`],
+      ['[{"Name":"DB_API_KEY","Value":"k-9"}]', `[{"Name":"DB_API_KEY","Value":"${M('password-assignment')}"}]`],
+      ['- name: PGPASSWORD\n  value: Sup3r\n- name: PGHOST', `- name: PGPASSWORD\n  value: ${M('password-assignment')}\n- name: PGHOST`],
+      ['"name": "GITHUB_TOKEN",\n        "value": "abc"', `"name": "GITHUB_TOKEN",\n        "value": "${M('password-assignment')}"`],
+      // A written-out argv list.
+      ['["mysql", "--password", "hunter2", "db"]', `["mysql", "--password", "${M('password-assignment')}", "db"]`],
+      ["['deploy', '--api-key', 'k-123']", `['deploy', '--api-key', '${M('password-assignment')}']`],
     ],
     keeps: [
       'password=',
@@ -116,6 +189,12 @@ const CASES: Record<string, { redacts: [string, string][]; keeps: string[] }> = 
       'PWD=/home/me OLDPWD=/tmp',
       'max_tokens=100 password_file=/etc/pw --password-file /etc/pw',
       'login --password --verbose',
+      'DB_PASSWORD=, DB_USER=bob',
+      '{"name": "PGHOST", "value": "db"}',
+      '{"name": "password-reset", "value": "on"}',
+      '- name: PGPASSWORD\n  valueFrom:\n    secretKeyRef: {name: pg, key: password}',
+      '["mysql", "--password", "--verbose"]',
+      '["ls", "--password-file", "/etc/pw"]',
     ],
   },
 };
@@ -140,6 +219,16 @@ describe('built-in rules', () => {
     });
   }
 
+  it('finds the keywords of case-insensitive rules in any case (the joined prefilter scan has no i flag)', () => {
+    const insensitive = BUILTIN_REDACTION_RULES.filter((rule) => rule.pattern.flags.includes('i'));
+    expect(insensitive.map((rule) => rule.name)).toEqual(['aws-secret-key', 'bearer-token', 'basic-auth', 'password-assignment']);
+    for (const rule of insensitive) {
+      for (const [input] of CASES[rule.name].redacts) {
+        for (const variant of [input.toUpperCase(), input.toLowerCase()]) expect(redact(variant), variant).toContain(M(rule.name));
+      }
+    }
+  });
+
   it('keeps nothing derived from the secret: same marker whatever the secret length', () => {
     expect(redact('password=a')).toBe(redact('password=a-much-longer-password-value'));
     expect(redact(pem('RSA PRIVATE KEY'))).toBe(redact(`-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----`));
@@ -155,11 +244,32 @@ describe('built-in rules', () => {
       `$ curl -H 'Authorization: Bearer ${GITHUB}' -d 'password=p4ss'`,
       pem('EC PRIVATE KEY'),
       `gitlab ${GITLAB}, slack ${SLACK}`,
+      `$ curl -u ci:curlpass -H 'Authorization: Basic ${BASIC}' https://ci:urlpass@host/x`,
+      '$ mysql -uroot -pmysqlpass',
     ].join('\n');
     const out = redact(text);
-    for (const secret of [AWS_ID, AWS_SECRET, GITHUB, 'p4ss', PEM_BODY.slice(0, 20), GITLAB, SLACK]) expect(out).not.toContain(secret);
+    for (const secret of [AWS_ID, AWS_SECRET, GITHUB, 'p4ss', PEM_BODY.slice(0, 20), GITLAB, SLACK, 'curlpass', BASIC, 'urlpass', 'mysqlpass']) expect(out).not.toContain(secret);
     for (const rule of BUILTIN_REDACTION_RULES.map((r) => r.name).filter((n) => n !== 'bearer-token')) expect(out).toContain(M(rule));
     expect(out).toContain('$ curl -H \'Authorization: Bearer [REDACTED:github-token]\'');
+  });
+});
+
+describe('expected misses (listed in the README)', () => {
+  it.each([
+    ['a secret split over two lines', 'Enter password:\nhunter2'],
+    ['names that only resemble secret names', 'PASS=hunter2 DB_PW=x --pass y pw: z'],
+    ['a base64-encoded assignment', `echo ${Buffer.from('password=hunter2').toString('base64')} | base64 -d`],
+    ['a URL-encoded assignment', 'curl -d password%3Dhunter2 https://api'],
+    ['a value before its name', '"value": "hunter2", "name": "PGPASSWORD"'],
+    ['a URL password holding a raw slash', 'https://u:ab/cd@host/x'],
+    ['single-dash flags', 'keytool -storepass hunter2; openssl rsa -passin pass:hunter2'],
+  ])('%s: %j is stored as given', (_what, text) => {
+    expect(redact(text)).toBe(text);
+  });
+
+  it('argv elements -pSecret and user:pass, whose text forms are redacted', () => {
+    const argv = [['mysql', '-uroot', '-pSecret'], ['curl', '-u', 'ci:hunter2', 'https://api']];
+    expect(redactValue(argv, BUILTIN_REDACTION_RULES)).toEqual(argv);
   });
 });
 
@@ -239,6 +349,50 @@ describe('redactValue', () => {
     });
   });
 
+  it('replaces every string and number of an array under a key that names a secret, and keeps look-alikes', () => {
+    const config = { DB_PASSWORD: ['first', 'second', 7, ['nested'], '$DB_PASSWORD', { note: 'kept' }], DB_PASSWORD_FILE: ['/run/secrets/db'], passwords_rotated: [1, 2] };
+    expect(redactValue(config, BUILTIN_REDACTION_RULES)).toEqual({
+      DB_PASSWORD: [M('password-assignment'), M('password-assignment'), M('password-assignment'), [M('password-assignment')], '$DB_PASSWORD', { note: 'kept' }],
+      DB_PASSWORD_FILE: ['/run/secrets/db'],
+      passwords_rotated: [1, 2],
+    });
+  });
+
+  it('replaces the value of a {name, value} pair whose name names a secret, whatever the case of the keys', () => {
+    const env = [
+      { name: 'PGPASSWORD', value: 'Sup3rS3cret' },
+      { Name: 'AWS_SECRET_ACCESS_KEY', Value: 'short' },
+      { key: 'Authorization', value: 'Basic abc' },
+      { name: 'API_TOKEN', value: ['a', 'b'] },
+    ];
+    expect(redactValue(env, BUILTIN_REDACTION_RULES)).toEqual([
+      { name: 'PGPASSWORD', value: M('password-assignment') },
+      { Name: 'AWS_SECRET_ACCESS_KEY', Value: M('aws-secret-key') },
+      { key: 'Authorization', value: M('bearer-token') },
+      { name: 'API_TOKEN', value: [M('password-assignment'), M('password-assignment')] },
+    ]);
+  });
+
+  it('keeps the value of a pair whose name is not a secret, a placeholder, and a pair with no value field', () => {
+    const env = [
+      { name: 'PGHOST', value: 'db.internal' },
+      { name: 'password-reset', value: 'enabled' },
+      { name: 'PGPASSWORD', value: '${PGPASSWORD}' },
+      { name: 'PGPASSWORD', valueFrom: { secretKeyRef: { name: 'pg', key: 'password' } } },
+      { label: 'PGPASSWORD', value: 'not a pair' },
+    ];
+    expect(redactValue(env, BUILTIN_REDACTION_RULES)).toEqual(env);
+  });
+
+  it('replaces the element after a secret flag in an argv array, and keeps flags and look-alikes', () => {
+    expect(redactValue(['mysql', '--password', 'hunter2', 'db'], BUILTIN_REDACTION_RULES)).toEqual(['mysql', '--password', M('password-assignment'), 'db']);
+    expect(redactValue(['deploy', '--db-password', 'p', '--API-KEY', 12345, '--token', '$TOKEN'], BUILTIN_REDACTION_RULES)).toEqual(
+      ['deploy', '--db-password', M('password-assignment'), '--API-KEY', M('password-assignment'), '--token', '$TOKEN'],
+    );
+    const lookAlikes = ['login', '--password', '--verbose', '--password-file', '/etc/pw', 'password', 'plain', '-p', 'x', '--token'];
+    expect(redactValue(lookAlikes, BUILTIN_REDACTION_RULES)).toEqual(lookAlikes);
+  });
+
   it('redacts object keys and keeps colliding keys apart', () => {
     const byToken = { [GITHUB]: 'ci', [GITHUB.replace('ghp_', 'gho_')]: 'oauth' };
     expect(redactValue(byToken, BUILTIN_REDACTION_RULES)).toEqual({ [M('github-token')]: 'ci', [`${M('github-token')} #2`]: 'oauth' });
@@ -279,6 +433,17 @@ describe('large and adversarial input', () => {
     'a mask that is not': `password=${fill('*')}x`,
     'an unclosed placeholder': `password=<${fill('a')}`,
     'keywords in prose': fill('token secret password api_key '),
+    'one endless URL authority': `https://user:${fill('a:')}`,
+    'URL schemes without user info': fill('https://host:1/'),
+    'curl without -u': fill('curl '),
+    'curl -u without a password': fill('curl -u user '),
+    'mysql without -p': fill('mysql -u '),
+    'a bare -p after mysql': `mysql ${fill('-p ')}`,
+    'Basic headers without credentials': fill('Authorization: Basic '),
+    'commas in a value': `password=${fill('a,')}`,
+    'names without values': fill('"name": "PGPASSWORD", '),
+    'spaces after a secret name': `name: PGPASSWORD${fill(' ')}`,
+    'argv flags without values': fill('"--password", '),
   };
 
   it.each(Object.entries(adversarial))('%s (1 MiB) finishes and the secret after it is redacted', (_name, text) => {

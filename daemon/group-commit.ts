@@ -1,0 +1,141 @@
+import { journalLine } from '../protocol/data-file.js';
+import { ErrorCodes, RpcError } from '../protocol/errors.js';
+import type { ChainRecord } from '../protocol/records.js';
+import { log } from '../node/log.js';
+
+/** What group commit writes through: the journal, or a twin of it in tests. */
+export interface JournalAppender {
+  /** Writes and syncs on this thread; throws with nothing written when either fails. */
+  appendNow(text: string, firstSeq: number, lastSeq: number): void;
+  /** The same with the sync in the thread pool; nothing else is appended before it settles. */
+  append(text: string, firstSeq: number, lastSeq: number): Promise<void>;
+}
+
+export interface GroupCommitHandlers {
+  /** A group is durable: its records, in order. Called before any of its callers is answered. */
+  committed(records: ChainRecord[]): void;
+  /** A group failed: it and every group staged after it were refused. */
+  failed(): void;
+}
+
+interface Group {
+  records: ChainRecord[];
+  text: string;
+  waiters: { resolve: () => void; reject: (error: Error) => void }[];
+}
+
+/**
+ * Group commit: the records of one turn of the event loop, or of every turn while the previous
+ * group syncs, go out in one journal write and one fdatasync. A caller's promise resolves only
+ * after its record is synced; if a write fails, that group and the one staged after it are
+ * refused with a StorageFailure naming the directory and the errno.
+ */
+export class GroupCommit {
+  private pending: Group | null = null;
+  /** A group's fdatasync is running in the thread pool. */
+  private syncing = false;
+  /** The largest group of late, forgotten by one per group: how many writers are busy. */
+  private recentLargestGroup = 0;
+  private drainWaiters: (() => void)[] = [];
+  private lastStorageError: string | null = null;
+
+  constructor(
+    private readonly journal: JournalAppender,
+    private readonly dataDir: string,
+    private readonly handlers: GroupCommitHandlers,
+  ) {}
+
+  /** The last journal write error, while writing keeps failing; null once a write succeeds. */
+  get storageError(): string | null {
+    return this.lastStorageError;
+  }
+
+  /** Queues a chained record; resolves with its seq once it is durable. */
+  add(record: ChainRecord): Promise<number> {
+    let group = this.pending;
+    if (!group) {
+      group = this.pending = { records: [], text: '', waiters: [] };
+      // Let every message read in this turn of the event loop join the group.
+      if (!this.syncing) setImmediate(() => this.flush());
+    }
+    group.records.push(record);
+    group.text += journalLine(record);
+    return new Promise((resolve, reject) => group.waiters.push({ resolve: () => resolve(record.seq), reject }));
+  }
+
+  /** Resolves once no group is pending or syncing. */
+  drain(): Promise<void> {
+    if (!this.syncing && !this.pending) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  /**
+   * Writes and syncs the pending group. A group as large as any of late holds every busy writer:
+   * nobody else is coming, so it syncs on this thread (the thread pool's round trip costs as much
+   * as the sync). A smaller one means more calls are on their way: it syncs in the thread pool
+   * while this thread reads, checks and chains them into the next group.
+   */
+  private flush(): void {
+    const group = this.pending;
+    if (this.syncing || !group) return;
+    this.pending = null;
+    const first = group.records[0].seq;
+    const last = group.records[group.records.length - 1].seq;
+    const everyBusyWriterIsHere = group.records.length >= this.recentLargestGroup;
+    this.recentLargestGroup = Math.max(group.records.length, this.recentLargestGroup - 1);
+    let syncing: Promise<void> | null = null;
+    try {
+      if (everyBusyWriterIsHere) this.journal.appendNow(group.text, first, last);
+      else syncing = this.journal.append(group.text, first, last);
+    } catch (error) {
+      this.failFrom(group, error as NodeJS.ErrnoException);
+      return;
+    }
+    if (!syncing) {
+      this.committed(group);
+      return;
+    }
+    this.syncing = true;
+    syncing.then(
+      () => {
+        this.syncing = false;
+        this.committed(group);
+        // The answers go out after this callback: the next group's sync starts first.
+        this.flush();
+      },
+      (error: NodeJS.ErrnoException) => {
+        this.syncing = false;
+        this.failFrom(group, error);
+      },
+    );
+  }
+
+  private committed(group: Group): void {
+    this.handlers.committed(group.records);
+    if (this.lastStorageError) {
+      log.info('journal writes work again', { dir: this.dataDir });
+      this.lastStorageError = null;
+    }
+    for (const waiter of group.waiters) waiter.resolve();
+    this.wakeDrainWaiters();
+  }
+
+  /** The failed group fails with every group staged after it. */
+  private failFrom(group: Group, error: NodeJS.ErrnoException): void {
+    const failed = [group, ...(this.pending ? [this.pending] : [])];
+    this.pending = null;
+    this.handlers.failed();
+    const code = error.code ?? 'EIO';
+    const message = `could not write the journal in ${this.dataDir} (${code}): nothing was recorded; free space or fix permissions, then retry`;
+    if (this.lastStorageError !== message) log.error('journal write failed; calls are refused until writing works again', { dir: this.dataDir, error: code });
+    this.lastStorageError = message;
+    const rpcError = new RpcError(ErrorCodes.StorageFailure, message, { errno: code, dir: this.dataDir });
+    for (const each of failed) for (const waiter of each.waiters) waiter.reject(rpcError);
+    this.wakeDrainWaiters();
+  }
+
+  private wakeDrainWaiters(): void {
+    if (this.syncing || this.pending) return;
+    for (const wake of this.drainWaiters.splice(0)) wake();
+  }
+}
