@@ -23,7 +23,8 @@ import { nowMs } from './stats.js';
  * then the table on stdout and in bench/results/latest.md.
  *
  *   --only 1,3      run only these scenarios (1 throughput, 2 open-loop latency, 3 cost growth,
- *                   4 start-up and peak RSS (RSS needs 1), 5 cloud, 6 sustained long tasks, 7 fleet tier on PostgreSQL)
+ *                   4 start-up and peak RSS (RSS needs 1), 5 cloud, 6 sustained long tasks,
+ *                   7 fleet tier on PostgreSQL)
  *   --large         scenario 6 also with 10 times the steps (about 1 GB of output) and its export
  *   --no-peers      ours only
  *   --profile       also profile the daemon at 32 clients and append where its CPU time goes

@@ -11,7 +11,7 @@ import { median, nowMs, summarize, type LatencySummary } from '../stats.js';
 import type { BenchContext } from './context.js';
 
 /**
- * Scenario 6, the fleet tier: 1,000 simulated machines (each a real chain built with the project's
+ * Scenario 7, the fleet tier: 1,000 simulated machines (each a real chain built with the project's
  * record code) push 100 records each, concurrently, in batches of 10, through 2 endpoint processes
  * into one PostgreSQL (fsync on); the same pushes through the file backend's single endpoint for
  * comparison. Then the fleet is grown to 1,000,000 records and `GET /v1/tasks` is timed (by agent,
@@ -214,23 +214,23 @@ export async function runFleet(context: BenchContext): Promise<Row[]> {
   try {
     outcome = await measureFleet(context);
   } catch (error) {
-    context.note(`6 fleet: not measured: ${(error as Error).message.split('\n')[0]}`);
+    context.note(`7 fleet: not measured: ${(error as Error).message.split('\n')[0]}`);
   }
   const stored = (outcome?.storedRecords ?? TOTAL_RECORDS).toLocaleString('en-US');
   const pushes = `${MACHINES.toLocaleString('en-US')} machines x ${FIRST_RECORDS} records`;
   return [
-    { scenario: `6 fleet push, ${pushes}, PostgreSQL, 2 endpoints`, metric: 'records/s stored', ours: outcome?.postgres.perSecond ?? null, target: { atLeast: TARGET_RECORDS_PER_S } },
-    { scenario: `6 fleet push, ${pushes}, file backend, 1 endpoint`, metric: 'records/s stored', ours: outcome?.file.perSecond ?? null },
-    { scenario: `6 fleet push, ${pushes}, PostgreSQL, 2 endpoints`, metric: `push of ${PUSH_BATCH} p99 ms`, ours: outcome?.postgres.latency.p99 ?? null },
-    { scenario: `6 fleet push, ${pushes}, file backend, 1 endpoint`, metric: `push of ${PUSH_BATCH} p99 ms`, ours: outcome?.file.latency.p99 ?? null },
+    { scenario: `7 fleet push, ${pushes}, PostgreSQL, 2 endpoints`, metric: 'records/s stored', ours: outcome?.postgres.perSecond ?? null, target: { atLeast: TARGET_RECORDS_PER_S } },
+    { scenario: `7 fleet push, ${pushes}, file backend, 1 endpoint`, metric: 'records/s stored', ours: outcome?.file.perSecond ?? null },
+    { scenario: `7 fleet push, ${pushes}, PostgreSQL, 2 endpoints`, metric: `push of ${PUSH_BATCH} p99 ms`, ours: outcome?.postgres.latency.p99 ?? null },
+    { scenario: `7 fleet push, ${pushes}, file backend, 1 endpoint`, metric: `push of ${PUSH_BATCH} p99 ms`, ours: outcome?.file.latency.p99 ?? null },
     ...(['agent', 'status', 'text'] as const).flatMap((filter): Row[] => [
-      { scenario: `6 fleet GET /v1/tasks by ${filter}, ${stored} records`, metric: 'p50 ms', ours: outcome?.queries[filter].p50 ?? null },
-      { scenario: `6 fleet GET /v1/tasks by ${filter}, ${stored} records`, metric: 'p99 ms', ours: outcome?.queries[filter].p99 ?? null, target: { atMost: TARGET_QUERY_P99_MS } },
+      { scenario: `7 fleet GET /v1/tasks by ${filter}, ${stored} records`, metric: 'p50 ms', ours: outcome?.queries[filter].p50 ?? null },
+      { scenario: `7 fleet GET /v1/tasks by ${filter}, ${stored} records`, metric: 'p99 ms', ours: outcome?.queries[filter].p99 ?? null, target: { atMost: TARGET_QUERY_P99_MS } },
     ]),
-    { scenario: '6 fleet endpoint start-up, empty database', metric: 'ms (median of 3)', ours: outcome?.startup.empty ?? null },
-    { scenario: `6 fleet endpoint start-up, ${stored} records`, metric: 'ms (median of 3)', ours: outcome?.startup.full ?? null },
+    { scenario: '7 fleet endpoint start-up, empty database', metric: 'ms (median of 3)', ours: outcome?.startup.empty ?? null },
+    { scenario: `7 fleet endpoint start-up, ${stored} records`, metric: 'ms (median of 3)', ours: outcome?.startup.full ?? null },
     {
-      scenario: `6 fleet start-up ${stored} records / empty`,
+      scenario: `7 fleet start-up ${stored} records / empty`,
       metric: 'ratio',
       ours: outcome ? outcome.startup.full / outcome.startup.empty : null,
       target: { atMost: TARGET_STARTUP_RATIO },
@@ -264,12 +264,12 @@ async function measureFleet(context: BenchContext): Promise<FleetOutcome> {
       context.say(`fleet: PostgreSQL, ${MACHINES} machines pushing ${FIRST_RECORDS} records each through 2 endpoints...`);
       const postgres = await pushFleet(endpoints.map((e) => e.url), heads, FIRST_RECORDS, PUSH_BATCH);
       for (const [name, outcome] of [['PostgreSQL', postgres], ['file backend', file]] as const) {
-        if (outcome.retries) context.note(`6 fleet: ${outcome.retries} pushes through the ${name} were answered StorageFailure (busy) and sent again after retry_after_ms, as a daemon does; their latency includes the wait.`);
+        if (outcome.retries) context.note(`7 fleet: ${outcome.retries} pushes through the ${name} were answered StorageFailure (busy) and sent again after retry_after_ms, as a daemon does; their latency includes the wait.`);
       }
       context.say(`fleet: growing the database to ${TOTAL_RECORDS.toLocaleString('en-US')} records...`);
       await growFleet(endpoints.map((e) => e.url), heads, TOTAL_RECORDS / MACHINES, nowMs() + GROW_LIMIT_MS);
       const storedRecords = heads.reduce((sum, head) => sum + head.seq, 0);
-      if (storedRecords < TOTAL_RECORDS) context.note(`6 fleet: growing stopped at ${storedRecords.toLocaleString('en-US')} records after ${GROW_LIMIT_MS / 1000} s; the queries and start-up are timed at that size.`);
+      if (storedRecords < TOTAL_RECORDS) context.note(`7 fleet: growing stopped at ${storedRecords.toLocaleString('en-US')} records after ${GROW_LIMIT_MS / 1000} s; the queries and start-up are timed at that size.`);
       context.say('fleet: timing GET /v1/tasks...');
       const httpBase = endpoints[0].url.replace(/^ws/, 'http').replace(/\/v1\/sync$/, '');
       const queries = {
