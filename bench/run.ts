@@ -8,6 +8,7 @@ import type { PeerKind } from './peers/store.js';
 import { profileDaemon } from './profile.js';
 import { environmentLine, renderReport, writeResults, type Row } from './report.js';
 import { runCloud } from './scenarios/cloud.js';
+import { runFleet } from './scenarios/fleet.js';
 import { createContext } from './scenarios/context.js';
 import { runGrowth } from './scenarios/growth.js';
 import { runLatency } from './scenarios/latency.js';
@@ -22,7 +23,8 @@ import { nowMs } from './stats.js';
  * then the table on stdout and in bench/results/latest.md.
  *
  *   --only 1,3      run only these scenarios (1 throughput, 2 open-loop latency, 3 cost growth,
- *                   4 start-up and peak RSS (RSS needs 1), 5 cloud, 6 sustained long tasks)
+ *                   4 start-up and peak RSS (RSS needs 1), 5 cloud, 6 sustained long tasks,
+ *                   7 fleet tier on PostgreSQL)
  *   --large         scenario 6 also with 10 times the steps (about 1 GB of output) and its export
  *   --no-peers      ours only
  *   --profile       also profile the daemon at 32 clients and append where its CPU time goes
@@ -43,9 +45,9 @@ const { values: options } = parseArgs({
 const say = (line: string) => process.stderr.write(`${line}\n`);
 
 function selectedScenarios(): Set<number> {
-  if (!options.only) return new Set([1, 2, 3, 4, 5, 6]);
+  if (!options.only) return new Set([1, 2, 3, 4, 5, 6, 7]);
   const chosen = options.only.split(',').map(Number);
-  if (chosen.some((n) => !Number.isInteger(n) || n < 1 || n > 6)) throw new Error(`--only takes scenario numbers 1-6, e.g. --only 1,3; got ${options.only}`);
+  if (chosen.some((n) => !Number.isInteger(n) || n < 1 || n > 7)) throw new Error(`--only takes scenario numbers 1-7, e.g. --only 1,3; got ${options.only}`);
   return new Set(chosen);
 }
 
@@ -84,6 +86,7 @@ async function main(): Promise<void> {
     if (scenarios.has(4)) rows.push(...(await runStartup(context)), ...(peakRssRow ? [peakRssRow] : []));
     if (scenarios.has(5)) rows.push(...(await runCloud(context)));
     if (scenarios.has(6)) rows.push(...(await runSustained(context, options.large)));
+    if (scenarios.has(7)) rows.push(...(await runFleet(context)));
     const profile = options.profile ? await profileDaemon(context) : null;
 
     const report = renderReport(rows, notes, `${environmentLine(startedAt, (nowMs() - start) / 1000)}; ${conditions.line}`);

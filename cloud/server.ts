@@ -1,53 +1,67 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { CLOUD_SYNC_PATH } from '../protocol/cloud-methods.js';
-import { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TASKS } from '../protocol/limits.js';
-import { parserErrorStatus, refuseHttp, requestPath, requestQuery } from '../node/http-refusal.js';
+import { DEFAULT_MAX_MESSAGE_BYTES } from '../protocol/limits.js';
+import { parserErrorStatus, refuseHttp, requestTarget } from '../node/http-refusal.js';
 import { log } from '../node/log.js';
 import { RpcDispatcher } from '../node/rpc-dispatch.js';
+import { HttpRoutes } from './http-routes.js';
+import { CloudMetrics } from './metrics.js';
+import { RevocationWatch } from './revocation-watch.js';
+import { ConsoleAssets } from './console-assets.js';
 import type { CloudStorage } from './storage.js';
 import { registerSyncMethods } from './sync-methods.js';
-import { TaskHistoryBuilder } from './task-history-view.js';
-import { readRefusal, type Principal, type TokenRegistry } from './tokens.js';
+import { AuthUnavailable, type Authenticated, type Authenticator, type Principal } from './tokens.js';
 
-/** Records read per storage call while building a task view. */
-const VIEW_READ_BATCH = 5000;
-const VIEW_READ_BYTES = 16 * 1024 * 1024;
 /** A client that misses one ping interval's pong is gone (half-open TCP); its socket is dropped. */
 const HEARTBEAT_MS = 30_000;
-
-const TASK_HISTORY_ROUTE = /^\/v1\/machines\/([^/]+)\/task_history\.json$/;
+/** Slowloris bounds: the headers must arrive within HEADERS_TIMEOUT_MS, the whole request within REQUEST_TIMEOUT_MS. */
+const HEADERS_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 30_000;
+/** How often Node checks those two timeouts. */
+const TIMEOUT_CHECK_MS = 1000;
+/** WebSocket close code when the connection's token is revoked (1008: policy violation). */
+const CLOSE_TOKEN_REVOKED = 1008;
 
 export interface CloudServerOptions {
   storage: CloudStorage;
-  tokens: TokenRegistry;
+  authenticator: Authenticator;
   host: string;
   port: number;
 }
 
 /**
  * The endpoint on one HTTP server: JSON-RPC over WebSocket at /v1/sync (the bearer token checked
- * before the upgrade) and the read-only task view over plain HTTP.
+ * before the upgrade) and plain-HTTP GETs (http-routes.ts). No request may take the process down:
+ * every handler answers 4xx/5xx or closes the socket.
  */
 export class CloudServer {
   private readonly http: Server;
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: DEFAULT_MAX_MESSAGE_BYTES });
   private readonly endpoint = new RpcDispatcher<Principal>(log);
   private readonly alive = new WeakSet<WebSocket>();
+  private readonly metrics: CloudMetrics;
+  private readonly revocations: RevocationWatch;
   private heartbeat: NodeJS.Timeout | undefined;
+  private readonly consoleAssets = ConsoleAssets.load();
 
   constructor(private readonly options: CloudServerOptions) {
-    registerSyncMethods(this.endpoint, options.storage);
-    this.http = createServer((req, res) => {
-      this.serveHttp(req, res).catch((error: unknown) => {
-        log.error('HTTP request failed', { url: req.url, error: (error as Error).message });
-        if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
-        else res.destroy();
+    this.metrics = new CloudMetrics(options.storage);
+    this.revocations = new RevocationWatch(options.authenticator);
+    registerSyncMethods(this.endpoint, options.storage, this.metrics);
+    const routes = new HttpRoutes({ ...options, metrics: this.metrics, revocations: this.revocations });
+    this.http = createServer(
+      { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: TIMEOUT_CHECK_MS },
+      (req, res) => void (ConsoleAssets.claims(req.url) ? this.consoleAssets.serve(req, res) : routes.serve(req, res)),
+    );
+    this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      this.upgrade(req, socket, head).catch((error: unknown) => {
+        log.error('could not answer an upgrade', { error: (error as Error).message });
+        socket.destroy();
       });
     });
-    this.http.on('upgrade', (req, socket, head) => this.upgrade(req, socket, head));
     this.http.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => refuseHttp(socket, parserErrorStatus(error)));
   }
 
@@ -61,35 +75,48 @@ export class CloudServer {
       });
     });
     this.heartbeat = setInterval(() => this.pingClients(), HEARTBEAT_MS).unref();
+    this.revocations.start();
     const { address, port } = this.http.address() as AddressInfo;
     return `ws://${address.includes(':') ? `[${address}]` : address}:${port}${CLOUD_SYNC_PATH}`;
   }
 
   async close(): Promise<void> {
     clearInterval(this.heartbeat);
+    this.revocations.stop();
     const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     for (const client of this.wss.clients) client.terminate();
     this.http.closeAllConnections();
     await closed;
   }
 
-  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => undefined);
+    const target = requestTarget(req.url);
+    if (!target) return refuseHttp(socket, 400);
+    if (target.pathname !== CLOUD_SYNC_PATH) return refuseHttp(socket, 404);
+    let caller: Authenticated | null;
     try {
-      const path = requestPath(req.url);
-      if (path === null) return refuseHttp(socket, 400);
-      if (path !== CLOUD_SYNC_PATH) return refuseHttp(socket, 404);
-      const principal = this.options.tokens.principalFor(req.headers.authorization);
-      if (!principal) return refuseHttp(socket, 401, '', { 'WWW-Authenticate': 'Bearer' });
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.serveSocket(ws, principal));
+      caller = await this.options.authenticator.authenticate(req.headers.authorization);
     } catch (error) {
-      log.warn('refused a WebSocket upgrade that could not be handled', { error: (error as Error).message });
-      refuseHttp(socket, 400);
+      if (!(error instanceof AuthUnavailable)) throw error;
+      // Never 401 here: that would tell a daemon its token is bad.
+      log.warn('could not check a token; the upgrade is answered 503', { error: error.message });
+      return refuseHttp(socket, 503, '', { 'Retry-After': String(Math.ceil(error.retryAfterMs / 1000)) });
     }
+    if (!caller) return refuseHttp(socket, 401, '', { 'WWW-Authenticate': 'Bearer' });
+    if (socket.destroyed) return;
+    const authenticated = caller;
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.serveSocket(ws, authenticated));
   }
 
-  private serveSocket(ws: WebSocket, principal: Principal): void {
+  private serveSocket(ws: WebSocket, { principal, tokenId }: Authenticated): void {
     this.alive.add(ws);
+    this.metrics.connections.inc();
+    const untrack = this.revocations.track(tokenId, () => ws.close(CLOSE_TOKEN_REVOKED, 'token revoked'));
+    ws.once('close', () => {
+      this.metrics.connections.dec();
+      untrack();
+    });
     // Without a handler, an oversize or malformed frame would crash the process.
     ws.on('error', (error) => log.warn('sync connection error', { error: error.message }));
     ws.on('pong', () => this.alive.add(ws));
@@ -113,49 +140,4 @@ export class CloudServer {
       ws.ping();
     }
   }
-
-  private async serveHttp(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const pathname = requestPath(req.url);
-    if (pathname === null) return sendJson(res, 400, { error: 'the request target must be a path' });
-    const route = TASK_HISTORY_ROUTE.exec(pathname);
-    if (!route) return sendJson(res, 404, { error: `no such resource: ${pathname}` });
-    if (req.method !== 'GET') return sendJson(res, 405, { error: 'only GET is served here' }, { allow: 'GET' });
-    const principal = this.options.tokens.principalFor(req.headers.authorization);
-    if (!principal) {
-      return sendJson(res, 401, { error: 'missing or unknown bearer token' }, { 'www-authenticate': 'Bearer' });
-    }
-    const machineId = decodedSegment(route[1]);
-    if (machineId === null) return sendJson(res, 400, { error: `the machine id in ${pathname} is not valid percent-encoding` });
-    const refusal = readRefusal(principal, machineId);
-    if (refusal) return sendJson(res, 403, { error: refusal });
-    const maxTasksText = requestQuery(req.url as string).get('max_tasks');
-    const maxTasks = maxTasksText === null ? DEFAULT_MAX_TASKS : Number(maxTasksText);
-    if (!Number.isSafeInteger(maxTasks) || maxTasks < 1) {
-      return sendJson(res, 400, { error: `max_tasks must be a positive integer, not ${JSON.stringify(maxTasksText)}` });
-    }
-    const { storage } = this.options;
-    if (!(await storage.knows(machineId))) return sendJson(res, 404, { error: `no records for machine ${machineId}` });
-    const view = new TaskHistoryBuilder(maxTasks);
-    for (let afterSeq = 0; ; ) {
-      const records = await storage.read(machineId, afterSeq, VIEW_READ_BATCH, VIEW_READ_BYTES);
-      if (records.length === 0) break;
-      for (const record of records) view.add(record);
-      afterSeq = records[records.length - 1].seq;
-    }
-    sendJson(res, 200, view.result());
-  }
-}
-
-function decodedSegment(segment: string): string | null {
-  try {
-    return decodeURIComponent(segment);
-  } catch {
-    return null;
-  }
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
-  res.end(text);
 }

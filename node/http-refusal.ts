@@ -33,24 +33,25 @@ export function refuseHttp(socket: Duplex, status: RefusalStatus, body = '', hea
 }
 
 /**
- * The path of a request target, or null when the target is not an absolute path a server can
- * route (`//`, `http://host/`, `*`, bytes the URL parser refuses): answer those 400, never throw.
+ * A request target as a URL, or null when it is not an absolute path a server can route (`//`,
+ * `http://host/`, `*`, bytes the URL parser refuses): answer those 400, never throw.
  */
-export function requestPath(target: string | undefined): string | null {
+export function requestTarget(target: string | undefined): URL | null {
   if (target === undefined || !target.startsWith('/') || target.startsWith('//')) return null;
   try {
-    return new URL(target, 'http://localhost').pathname;
+    return new URL(target, 'http://localhost');
   } catch {
     return null;
   }
 }
 
-/** The query of a request target (an empty one when it has none), for a target requestPath accepts. */
-export function requestQuery(target: string): URLSearchParams {
-  return new URL(target, 'http://localhost').searchParams;
+/** The path of a request target, or null as for requestTarget. */
+export function requestPath(target: string | undefined): string | null {
+  return requestTarget(target)?.pathname ?? null;
 }
 
-/** The status for an HTTP parser error on a connection: 431 for oversize headers, else 400. */
+/** The status for an HTTP parser error on a connection: 431 for oversize headers, 408 for a request too slow, else 400. */
 export function parserErrorStatus(error: NodeJS.ErrnoException): RefusalStatus {
-  return error.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+  if (error.code === 'HPE_HEADER_OVERFLOW') return 431;
+  return error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
 }

@@ -1,121 +1,54 @@
-import { chmodSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
+import { sha256Hex } from '../node/sha256.js';
 import { ErrorCodes } from '../protocol/errors.js';
 import { chainRecord, GENESIS_HASH, type ChainRecord, type UnchainedRecord } from '../protocol/records.js';
 import { tasksFromRecords } from '../protocol/task-view.js';
-import { CLOUD_BIN, RawSocket } from './daemon-harness.js';
-import { sleep, spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
-import { sha256Hex } from '../node/sha256.js';
+import { cloudBackends, storedRecordCount } from './cloud-backends.js';
+import {
+  errorOf,
+  httpGet,
+  makeChain,
+  openCloudSocket as openSocket,
+  pullAll,
+  startCloud as startCloudOn,
+  upgradeAnswer,
+  writeTokensFile,
+  type Cloud,
+  type StorageSite,
+} from './cloud-harness.js';
+import { CLOUD_BIN, type RawSocket } from './daemon-harness.js';
+import { sleep, spawnTracked, tempDir, waitFor } from './processes.js';
 
 const TOKENS = { m1: 'token-m1-0123456789', m2: 'token-m2-0123456789', admin: 'token-admin-0123456789' };
 
-interface Cloud extends Spawned {
-  url: string;
-  httpBase: string;
-  dataDir: string;
+function tokensFile(mode = 0o600): string {
+  return writeTokensFile(
+    [
+      { token: TOKENS.m1, machine_id: 'm1' },
+      { token: TOKENS.m2, machine_id: 'm2' },
+      { token: TOKENS.admin, admin: true },
+    ],
+    mode,
+  );
 }
 
-function writeTokensFile(dir: string, mode = 0o600): string {
-  const path = join(dir, 'tokens.json');
-  const tokens = [
-    { token: TOKENS.m1, machine_id: 'm1' },
-    { token: TOKENS.m2, machine_id: 'm2' },
-    { token: TOKENS.admin, admin: true },
-  ];
-  writeFileSync(path, JSON.stringify({ tokens }));
-  chmodSync(path, mode);
-  return path;
-}
+const openCloudSocket = (cloud: Cloud, token: string): Promise<RawSocket> => openSocket(cloud.url, token);
+const get = (cloud: Cloud, path: string, token?: string) => httpGet(cloud, path, token);
+const upgradeStatus = async (cloud: Cloud, headers: Record<string, string>) => (await upgradeAnswer(cloud.url, headers)).status;
 
-/** Starts `taskhistory-cloud` on a free port and waits for its `listening` line. */
-async function startCloud(dataDir = join(tempDir('cloud-'), 'data')): Promise<Cloud> {
-  const tokensFile = writeTokensFile(tempDir('cloud-tokens-'));
-  const child = spawnTracked(process.execPath, [CLOUD_BIN, '--port', '0', '--data-dir', dataDir, '--tokens-file', tokensFile]);
-  const url = await waitFor(() => {
-    if (child.proc.exitCode !== null) throw new Error(`cloud exited during start-up:\n${child.stderr()}`);
-    return /<6>listening url=(\S+)/.exec(child.stderr())?.[1];
-  }, 15_000, 'the cloud to listen');
-  return { ...child, url, httpBase: url.replace(/^ws/, 'http').replace(/\/v1\/sync$/, ''), dataDir };
-}
+describe.each(cloudBackends())('taskhistory-cloud on the $name backend', (backend) => {
+  /** Starts an endpoint on the site (a fresh one unless given). */
+  const startCloud = async (site?: StorageSite) => startCloudOn(site ?? (await backend.newSite()), { tokensFile: tokensFile() });
 
-async function openCloudSocket(cloud: Cloud, token: string): Promise<RawSocket> {
-  const ws = new WebSocket(cloud.url, { headers: { authorization: `Bearer ${token}` } });
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
-    ws.once('error', reject);
-  });
-  return new RawSocket(ws);
-}
-
-/** The HTTP status a WebSocket upgrade gets, or 101 when it is accepted. */
-function upgradeStatus(cloud: Cloud, headers: Record<string, string>): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(cloud.url, { headers });
-    ws.once('unexpected-response', (_req, res) => {
-      resolve(res.statusCode ?? 0);
-      ws.terminate();
-    });
-    ws.once('open', () => {
-      resolve(101);
-      ws.close();
-    });
-    ws.on('error', (error) => reject(error));
-  });
-}
-
-/** A chain of `count` records: tasks of created, three steps, completed; the last task may stay running. */
-function makeChain(count: number, tag = 'a', startTs = 1_700_000_000): ChainRecord[] {
-  const records: ChainRecord[] = [];
-  let prev = { seq: 0, hash: GENESIS_HASH };
-  for (let i = 0; i < count; i++) {
-    const taskNumber = Math.floor(i / 5);
-    const taskId = `task-${tag}-${taskNumber}`;
-    const ts = startTs + i;
-    const body: UnchainedRecord =
-      i % 5 === 0
-        ? { type: 'task_created', task_id: taskId, description: `task ${taskNumber} (${tag})`, mode: 'autonomous', plan: ['one', 'two', 'three'], machine_id: 'm1', ts }
-        : i % 5 === 4
-          ? { type: 'task_completed', task_id: taskId, final_status: taskNumber % 2 ? 'failed' : 'completed', ts }
-          : { type: 'step_logged', task_id: taskId, step: i % 5, command: `cmd ${i}`, status: 'success', output: `output of record ${i + 1}`, duration_ms: 3, exit_code: 0, ts };
-    const record = chainRecord(body, prev.seq, prev.hash, sha256Hex);
-    records.push(record);
-    prev = { seq: record.seq, hash: record.hash };
-  }
-  return records;
-}
-
-async function pullAll(socket: RawSocket, machineId: string): Promise<ChainRecord[]> {
-  const records: ChainRecord[] = [];
-  for (;;) {
-    const page = await socket.call('pull', { machine_id: machineId, after_seq: records.length, limit: 5000 });
-    records.push(...page.records);
-    if (!page.more) return records;
-  }
-}
-
-async function errorOf(promise: Promise<unknown>): Promise<{ code: number; message: string; data?: any }> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as { code: number; message: string; data?: any };
-  }
-  throw new Error('expected an error answer');
-}
-
-function get(cloud: Cloud, path: string, token?: string): Promise<Response> {
-  return fetch(`${cloud.httpBase}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
-}
-
-describe('taskhistory-cloud', () => {
   it('refuses to start when the tokens file is readable by group or others, naming the file and the fix', async () => {
-    const tokensFile = writeTokensFile(tempDir('cloud-tokens-'), 0o644);
-    const child = spawnTracked(process.execPath, [CLOUD_BIN, '--port', '0', '--data-dir', tempDir(), '--tokens-file', tokensFile]);
+    const readable = tokensFile(0o644);
+    const child = spawnTracked(process.execPath, [CLOUD_BIN, '--port', '0', ...(await backend.newSite()).args, '--tokens-file', readable]);
     const { code } = await child.exited;
     expect(code).not.toBe(0);
-    expect(child.stderr()).toContain(tokensFile);
-    expect(child.stderr()).toContain(`chmod 600 ${tokensFile}`);
+    expect(child.stderr()).toContain(readable);
+    expect(child.stderr()).toContain(`chmod 600 ${readable}`);
   });
 
   it('answers 401 to a WebSocket upgrade without a known token, and upgrades with one', async () => {
@@ -145,10 +78,10 @@ describe('taskhistory-cloud', () => {
 
     const admin = await openCloudSocket(cloud, TOKENS.admin);
     const m2 = await openCloudSocket(cloud, TOKENS.m2);
-    await m2.call('push', { machine_id: 'm2', records: makeChain(3, 'b') });
+    await m2.call('push', { machine_id: 'm2', records: makeChain(3, { tag: 'b' }) });
     expect((await admin.call('machines', {})).machines).toEqual([
       { machine_id: 'm1', acked_seq: 12, head_hash: chain[11].hash },
-      { machine_id: 'm2', acked_seq: 3, head_hash: makeChain(3, 'b')[2].hash },
+      { machine_id: 'm2', acked_seq: 3, head_hash: makeChain(3, { tag: 'b' })[2].hash },
     ]);
     expect((await m1.call('machines', {})).machines.map((m: { machine_id: string }) => m.machine_id)).toEqual(['m1']);
   });
@@ -164,7 +97,7 @@ describe('taskhistory-cloud', () => {
     expect(gap.code).toBe(ErrorCodes.ChainMismatch);
     expect(gap.data).toEqual({ reason: 'gap', seq: 7, ...held });
 
-    const other = makeChain(9, 'other');
+    const other = makeChain(9, { tag: 'other' });
     const forkAbove = await errorOf(m1.call('push', { machine_id: 'm1', records: [other[6]] }));
     expect(forkAbove.data).toEqual({ reason: 'fork', seq: 7, ...held });
     const forkBelow = await errorOf(m1.call('push', { machine_id: 'm1', records: other.slice(0, 8) }));
@@ -184,8 +117,8 @@ describe('taskhistory-cloud', () => {
   });
 
   it('acknowledges re-sent records without storing them twice, and takes pulled records back unchanged', async () => {
-    const dataDir = join(tempDir('cloud-'), 'data');
-    const cloud = await startCloud(dataDir);
+    const site = await backend.newSite();
+    const cloud = await startCloud(site);
     const m1 = await openCloudSocket(cloud, TOKENS.m1);
     const chain = makeChain(10);
     await m1.call('push', { machine_id: 'm1', records: chain.slice(0, 6) });
@@ -195,8 +128,7 @@ describe('taskhistory-cloud', () => {
     expect(pulled.map((r) => r.seq)).toEqual(chain.map((r) => r.seq));
     expect(await m1.call('push', { machine_id: 'm1', records: pulled })).toEqual({ acked_seq: 10, head_hash: chain[9].hash });
 
-    const machineFile = join(dataDir, 'machines', readdirSync(join(dataDir, 'machines'))[0]);
-    expect(readFileSync(machineFile, 'utf8').trim().split('\n')).toHaveLength(10);
+    expect(await storedRecordCount(site, 'm1')).toBe(10);
 
     // Pulled records start a fresh endpoint's chain just as well.
     const fresh = await startCloud();
@@ -217,7 +149,7 @@ describe('taskhistory-cloud', () => {
     expect(adminPush.code).toBe(ErrorCodes.Forbidden);
 
     for (const [method, params] of [
-      ['push', { machine_id: 'm2', records: makeChain(1, 'b') }],
+      ['push', { machine_id: 'm2', records: makeChain(1, { tag: 'b' }) }],
       ['head', { machine_id: 'm2' }],
       ['pull', { machine_id: 'm2', after_seq: 0 }],
     ] as const) {
@@ -300,11 +232,11 @@ describe('taskhistory-cloud', () => {
   });
 
   it('loses nothing it acknowledged when killed with SIGKILL mid-push', async () => {
-    const dataDir = join(tempDir('cloud-'), 'data');
+    const site = await backend.newSite();
     const chain = makeChain(3000);
     let acked = 0;
     for (let round = 0; round < 5; round++) {
-      const cloud = await startCloud(dataDir);
+      const cloud = await startCloud(site);
       const m1 = await openCloudSocket(cloud, TOKENS.m1);
       const head = await m1.call('head', { machine_id: 'm1' });
       expect(head.acked_seq).toBeGreaterThanOrEqual(acked);
@@ -319,24 +251,40 @@ describe('taskhistory-cloud', () => {
           acked = Math.max(acked, result.acked_seq);
         }
       })().catch(() => undefined);
-      await sleep(30 + Math.random() * 150);
+      // Kill once this round has had an acknowledgement (however slow the machine), at a random point after it.
+      const ackedBefore = acked;
+      await waitFor(() => acked > ackedBefore || next >= chain.length, 30_000, 'a push of this round to be acknowledged');
+      await sleep(Math.random() * 150);
       process.kill(cloud.pid, 'SIGKILL');
       await cloud.exited;
       // An answer in flight at the kill never comes: stop waiting for it.
       m1.close();
       void pushing;
     }
-    const cloud = await startCloud(dataDir);
+    const cloud = await startCloud(site);
     const m1 = await openCloudSocket(cloud, TOKENS.m1);
     const stored = await pullAll(m1, 'm1');
     expect(stored.length).toBeGreaterThanOrEqual(acked);
     expect(acked).toBeGreaterThan(0);
     expect(stored).toEqual(chain.slice(0, stored.length));
-  });
+  }, 180_000); // five endpoint kills and restarts: minutes on a loaded machine
 
   it('exits 0 on SIGTERM', async () => {
     const cloud = await startCloud();
     process.kill(cloud.pid, 'SIGTERM');
     expect((await cloud.exited).code).toBe(0);
+  });
+});
+
+describe('taskhistory-cloud on the file backend, under umask 000', () => {
+  it('creates its directories 0700 and its files 0600', async () => {
+    const dataDir = join(tempDir('cloud-umask-'), 'nested', 'data');
+    const command = `umask 000; exec "${process.execPath}" "${CLOUD_BIN}" --port 0 --data-dir "${dataDir}" --tokens-file "${tokensFile()}"`;
+    const child = spawnTracked('sh', ['-c', command]);
+    await waitFor(() => /<6>listening/.test(child.stderr()), 20_000, 'the cloud to listen');
+    const socket = await openSocket(/url=(\S+)/.exec(child.stderr())![1], TOKENS.m1);
+    await socket.call('push', { machine_id: 'm1', records: makeChain(3) });
+    for (const dir of [join(dataDir, '..'), dataDir, join(dataDir, 'machines')]) expect(statSync(dir).mode & 0o777).toBe(0o700);
+    for (const file of [join(dataDir, 'incidents.jsonl'), join(dataDir, 'machines', 'm1.jsonl')]) expect(statSync(file).mode & 0o777).toBe(0o600);
   });
 });

@@ -1,24 +1,19 @@
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
+import { sha256Hex } from '../node/sha256.js';
 import { ChainWalker } from '../protocol/chain-verify.js';
 import type { CloudStatus, StatusResult } from '../protocol/methods.js';
 import { GENESIS_HASH, type ChainRecord } from '../protocol/records.js';
-import { existsSync } from 'node:fs';
-import { CLOUD_BIN, openRawSocket, RawSocket, REPO, startDaemon, type Daemon } from './daemon-harness.js';
-import { sleep, spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
-import { sha256Hex } from '../node/sha256.js';
+import { cloudBackends } from './cloud-backends.js';
+import { openCloudSocket, startCloud as startCloudOn, writeTokensFile, type Cloud, type CloudBackend, type StorageSite } from './cloud-harness.js';
+import { openRawSocket, RawSocket, REPO, startDaemon, type Daemon } from './daemon-harness.js';
+import { sleep, spawnTracked, tempDir, waitFor } from './processes.js';
 
 /** The harness starts every daemon as machine `test-machine`. */
 const MACHINE = 'test-machine';
 const TOKENS = { machine: 'token-test-machine-0123456789', other: 'token-other-machine-0123456789', admin: 'token-admin-0123456789' };
-
-interface Cloud extends Spawned {
-  url: string;
-  httpBase: string;
-}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -38,26 +33,25 @@ function secretFile(dir: string, name: string, content: string, mode = 0o600): s
   return path;
 }
 
-/** A cloud endpoint's place: data dir, tokens file and port, kept across restarts. */
-async function cloudSite(): Promise<{ dataDir: string; tokensFile: string; port: number; url: string }> {
-  const dir = tempDir('cloud-site-');
-  const tokens = [
+/** A cloud endpoint's place: its storage, tokens file and port, kept across restarts. */
+interface CloudSite {
+  storage: StorageSite;
+  tokensFile: string;
+  port: number;
+  url: string;
+}
+
+async function siteOn(backend: CloudBackend): Promise<CloudSite> {
+  const tokensFile = writeTokensFile([
     { token: TOKENS.machine, machine_id: MACHINE },
     { token: TOKENS.other, machine_id: 'other-machine' },
     { token: TOKENS.admin, admin: true },
-  ];
+  ]);
   const port = await freePort();
-  return { dataDir: join(dir, 'data'), tokensFile: secretFile(dir, 'tokens.json', JSON.stringify({ tokens })), port, url: `ws://127.0.0.1:${port}/v1/sync` };
+  return { storage: await backend.newSite(), tokensFile, port, url: `ws://127.0.0.1:${port}/v1/sync` };
 }
 
-async function startCloud(site: { dataDir: string; tokensFile: string; port: number }): Promise<Cloud> {
-  const child = spawnTracked(process.execPath, [CLOUD_BIN, '--port', String(site.port), '--data-dir', site.dataDir, '--tokens-file', site.tokensFile]);
-  const url = await waitFor(() => {
-    if (child.proc.exitCode !== null) throw new Error(`cloud exited during start-up:\n${child.stderr()}`);
-    return /<6>listening url=(\S+)/.exec(child.stderr())?.[1];
-  }, 15_000, 'the cloud to listen');
-  return { ...child, url, httpBase: url.replace(/^ws/, 'http').replace(/\/v1\/sync$/, '') };
-}
+const startCloud = (site: CloudSite): Promise<Cloud> => startCloudOn(site.storage, { tokensFile: site.tokensFile, port: site.port });
 
 /** A fake cloud endpoint process (test/fixtures/fake-endpoint.mjs) that answers pushes as `answer` says. */
 async function startFakeCloud(answer: 'above' | 'wrong-hash' | 'storage-failure', extra: string[] = []): Promise<Cloud & { pushes(): string[] }> {
@@ -68,15 +62,6 @@ async function startFakeCloud(answer: 'above' | 'wrong-hash' | 'storage-failure'
   }, 15_000, 'the fake cloud to listen');
   const pushes = () => child.stdout().split('\n').filter((line) => line.startsWith('push '));
   return { ...child, url, httpBase: url.replace(/^ws/, 'http').replace(/\/v1\/sync$/, ''), pushes };
-}
-
-async function openCloudSocket(url: string, token: string): Promise<RawSocket> {
-  const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } });
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
-    ws.once('error', reject);
-  });
-  return new RawSocket(ws);
 }
 
 /** Every record the cloud holds for the test machine, checked to form one chain from genesis. */
@@ -134,7 +119,8 @@ async function startSyncedDaemon(url: string, options: { dataDir?: string; token
   return { daemon, socket: await openRawSocket(daemon.socketPath) };
 }
 
-describe('cloud sync', () => {
+describe.each(cloudBackends())('cloud sync on the $name backend', (backend) => {
+  const cloudSite = () => siteOn(backend);
   it('queues 1,000 steps while the cloud is down and delivers each exactly once when it comes up', async () => {
     const site = await cloudSite();
     const { socket } = await startSyncedDaemon(site.url, { extra: ['--restore-timeout-ms', '300'] });
@@ -202,7 +188,7 @@ describe('cloud sync', () => {
     const daemonView = await socket.call('to_dict', {});
     const response = await fetch(`${cloud.httpBase}/v1/machines/${MACHINE}/task_history.json`, { headers: { authorization: `Bearer ${TOKENS.admin}` } });
     expect(await response.json()).toEqual(daemonView);
-  });
+  }, 180_000); // twelve endpoint and daemon restarts: minutes on a loaded machine
 
   it('rejects a wrong token: auth_failed in status, nothing pushed', async () => {
     const site = await cloudSite();

@@ -6,7 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chainRecord, GENESIS_HASH, type ChainRecord } from '../protocol/records.js';
 import { seededRandom } from '../node/seeded-random.js';
 import { sha256Hex } from '../node/sha256.js';
-import { CLOUD_TOKENS, openCloudSocket, startCloud, type Cloud } from './cloud-harness.js';
+import { fileBackend, openCloudSocket, startCloud, writeTokensFile, type Cloud } from './cloud-harness.js';
+
+const M1_TOKEN = 'token-m1-0123456789';
 import { openRawSocket, startDaemon, type Daemon } from './daemon-harness.js';
 
 /**
@@ -156,9 +158,15 @@ function smallChain(): ChainRecord[] {
 describe('no request crashes a server (seeded HTTP fuzz)', () => {
   let daemon: Daemon;
   let cloud: Cloud;
+  let cloudDataDir: string;
+  let cloudPort: number;
 
   beforeAll(async () => {
-    [daemon, cloud] = await Promise.all([startDaemon({ args: ['--handshake-timeout-ms', '1000'] }), startCloud()]);
+    const site = await fileBackend.newSite();
+    cloudDataDir = site.args[site.args.indexOf('--data-dir') + 1];
+    const tokensFile = writeTokensFile([{ token: M1_TOKEN, machine_id: 'm1' }]);
+    [daemon, cloud] = await Promise.all([startDaemon({ args: ['--handshake-timeout-ms', '1000'] }), startCloud(site, { tokensFile })]);
+    cloudPort = Number(new URL(cloud.url).port);
   });
   afterAll(async () => {
     await daemon?.stop();
@@ -188,19 +196,19 @@ describe('no request crashes a server (seeded HTTP fuzz)', () => {
   });
 
   it("the cloud endpoint's port: every probe gets a 4xx or a clean close, never a 5xx; it serves on with its data unchanged", async () => {
-    const m1 = await openCloudSocket(cloud, CLOUD_TOKENS.m1);
+    const m1 = await openCloudSocket(cloud.url, M1_TOKEN);
     const chain = smallChain();
     expect(await m1.call('push', { machine_id: 'm1', records: chain })).toEqual({ acked_seq: 2, head_hash: chain[1].hash });
-    const digest = treeDigest(cloud.dataDir);
+    const digest = treeDigest(cloudDataDir);
 
-    const answers = await runAll(corpus(16, upgradeRequest('/v1/sync')), () => connect(cloud.port, '127.0.0.1'));
+    const answers = await runAll(corpus(16, upgradeRequest('/v1/sync')), () => connect(cloudPort, '127.0.0.1'));
     for (const answer of answers) for (const code of statusCodes(answer)) expect([400, 401, 404, 405, 408, 426, 431]).toContain(code);
     expect(answers.some((answer) => statusCodes(answer).includes(400))).toBe(true);
 
     expect(cloud.proc.exitCode).toBe(null);
-    const again = await openCloudSocket(cloud, CLOUD_TOKENS.m1);
+    const again = await openCloudSocket(cloud.url, M1_TOKEN);
     expect(await again.call('head', { machine_id: 'm1' })).toEqual({ acked_seq: 2, head_hash: chain[1].hash });
-    expect(treeDigest(cloud.dataDir)).toBe(digest);
+    expect(treeDigest(cloudDataDir)).toBe(digest);
     m1.close();
     again.close();
   });
