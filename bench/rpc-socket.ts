@@ -1,6 +1,7 @@
 import { connect } from 'node:net';
 import WebSocket from 'ws';
 import { socketUrl } from '../protocol/paths.js';
+import { onLines } from './line-framing.js';
 
 /** How messages are framed on the Unix socket: WebSocket messages, or one JSON text a line. */
 export type Framing = 'websocket' | 'newline';
@@ -49,16 +50,7 @@ export class RpcSocket {
     const socket = connect(this.socketPath);
     socket.setNoDelay(true);
     this.channel = { send: (text) => socket.write(`${text}\n`), close: () => socket.end() };
-    let buffered = '';
-    socket.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      let end: number;
-      while ((end = buffered.indexOf('\n')) !== -1) {
-        const line = buffered.slice(0, end);
-        buffered = buffered.slice(end + 1);
-        if (line) this.receive(line);
-      }
-    });
+    onLines(socket, (line) => this.receive(line));
     socket.on('close', () => this.failAll(new Error(`socket ${this.socketPath} closed with requests still waiting`)));
     return new Promise((resolve, reject) => {
       socket.once('connect', () => {

@@ -1,7 +1,7 @@
 import { afterAll } from 'vitest';
-import { startPostgres, type PostgresCluster } from '../bench/postgres-cluster.js';
+import { startPostgres, type PostgresCluster } from '../node/postgres-cluster.js';
 
-export { postgresBinDir, type PostgresCluster } from '../bench/postgres-cluster.js';
+export { postgresBinDir, type PostgresCluster } from '../node/postgres-cluster.js';
 
 /**
  * This test file's PostgreSQL cluster: call at collection time (top level or in a describe); the

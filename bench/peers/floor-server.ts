@@ -4,6 +4,7 @@ import { createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { onLines } from '../line-framing.js';
 
 /**
  * The floor: what the transport and one fdatasync per group cost with no work at all. Each
@@ -77,17 +78,8 @@ function serveWebSocket(socketPath: string, commit: GroupCommit): void {
 
 function serveNewline(socketPath: string, commit: GroupCommit): void {
   createNetServer((socket: Socket) => {
-    let buffered = '';
     socket.on('error', () => socket.destroy());
-    socket.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      let end: number;
-      while ((end = buffered.indexOf('\n')) !== -1) {
-        const line = buffered.slice(0, end);
-        buffered = buffered.slice(end + 1);
-        if (line) commit.submit(line, (text) => socket.write(`${text}\n`));
-      }
-    });
+    onLines(socket, (line) => commit.submit(line, (text) => socket.write(`${text}\n`)));
   }).listen(socketPath);
 }
 

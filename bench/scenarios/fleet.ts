@@ -4,7 +4,7 @@ import WebSocket from 'ws';
 import { sha256Hex } from '../../node/sha256.js';
 import { ErrorCodes } from '../../protocol/errors.js';
 import { chainRecord, GENESIS_HASH, type ChainPoint, type ChainRecord, type UnchainedRecord } from '../../protocol/records.js';
-import { startPostgres, type PostgresCluster } from '../postgres-cluster.js';
+import { startPostgres, type PostgresCluster } from '../../node/postgres-cluster.js';
 import type { Row } from '../report.js';
 import { CLOUD_BIN, spawnServer, type ServerProcess } from '../servers.js';
 import { median, nowMs, summarize, type LatencySummary } from '../stats.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 
 /**
- * A throwaway PostgreSQL cluster for one test file (test/postgres-harness.ts) or one bench run: initdb into a temp dir as
+ * A throwaway PostgreSQL cluster for one test file (test/postgres-harness.ts) or one bench run (development tooling the tests and the bench share): initdb into a temp dir as
  * the `postgres` user (initdb refuses root), a Unix socket in that dir and no TCP port, one database
  * per site. Stopped by pid and removed at the end, and at process exit whatever happens.
  */
