@@ -205,7 +205,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
       builder.caps = capsOf(next);
       builder.redaction = redactionOf(next);
       store.setMaxTasks(next.maxTasks);
-      const needRestart = (['socketPath', 'socketGroup', 'dataDir', 'machineId', 'cloudUrl', 'cloudTokenFile', 'maxMessageBytes', 'maxConnections', 'handshakeTimeoutMs', 'maxClientOutputBytes', 'maxBufferedBytes', 'maxBatchRequests', 'maxBatchAnswerBytes', 'batchConcurrency'] as const).filter((key) => next[key] !== settings[key]);
+      const needRestart = (['socketPath', 'socketGroup', 'dataDir', 'machineId', 'cloudUrl', 'cloudTokenFile', 'maxMessageBytes', 'maxConnections', 'maxConnectionsPerUid', 'handshakeTimeoutMs', 'maxClientOutputBytes', 'maxBufferedBytes', 'maxBatchRequests', 'maxBatchAnswerBytes', 'batchConcurrency'] as const).filter((key) => next[key] !== settings[key]);
       if (needRestart.length) log.warn('some changed settings take effect only after a restart', { settings: needRestart.join(',') });
       log.info('reloaded settings', { config: next.configFile ?? 'none', max_tasks: next.maxTasks, redact: next.redact });
     } catch (error) {

@@ -21,6 +21,7 @@ export interface Settings {
   planCapBytes: number;
   maxMessageBytes: number;
   maxConnections: number;
+  maxConnectionsPerUid: number;
   handshakeTimeoutMs: number;
   maxClientOutputBytes: number;
   maxBufferedBytes: number;
@@ -52,6 +53,8 @@ const DEFAULT_CLOUD_RETRY_MAX_MS = 30_000;
 const DEFAULT_RESTORE_TIMEOUT_MS = 10_000;
 /** Bounds on connections and batches (README, "Security"). */
 const DEFAULT_MAX_CONNECTIONS = 1000;
+/** A quarter of the overall cap: one uid cannot take every slot, and one user's many agents still fit. */
+const DEFAULT_MAX_CONNECTIONS_PER_UID = 256;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 const DEFAULT_MAX_CLIENT_OUTPUT_BYTES = 32 * 1024 * 1024;
 const DEFAULT_MAX_BUFFERED_BYTES = 512 * 1024 * 1024;
@@ -74,6 +77,7 @@ const OPTIONS: { key: keyof Settings; name: string; kind: Kind; help: string; fa
   { key: 'planCapBytes', name: 'plan-cap-bytes', kind: 'int', help: 'largest planned-steps list accepted', fallback: DEFAULT_PLAN_CAP_BYTES },
   { key: 'maxMessageBytes', name: 'max-message-bytes', kind: 'int', help: 'largest WebSocket message or JSON line', fallback: DEFAULT_MAX_MESSAGE_BYTES },
   { key: 'maxConnections', name: 'max-connections', kind: 'int', help: 'connections served at once; more are refused (503 or a 1007 error line)', fallback: DEFAULT_MAX_CONNECTIONS },
+  { key: 'maxConnectionsPerUid', name: 'max-connections-per-uid', kind: 'int', help: 'connections of one peer uid (SO_PEERCRED, root included) served at once; more are refused like --max-connections', fallback: DEFAULT_MAX_CONNECTIONS_PER_UID },
   { key: 'handshakeTimeoutMs', name: 'handshake-timeout-ms', kind: 'int', help: 'a connection must complete its WebSocket upgrade or first line within this long', fallback: DEFAULT_HANDSHAKE_TIMEOUT_MS },
   { key: 'maxClientOutputBytes', name: 'max-client-output-bytes', kind: 'int', help: 'answers and events waiting for one client to read; past it the client is cut off', fallback: DEFAULT_MAX_CLIENT_OUTPUT_BYTES },
   { key: 'maxBufferedBytes', name: 'max-buffered-bytes', kind: 'int', help: 'input and output held for all connections together; past it the largest holder is cut off', fallback: DEFAULT_MAX_BUFFERED_BYTES },
@@ -196,6 +200,7 @@ export function connectionLimitsOf(settings: Settings): ConnectionLimits {
   return {
     maxMessageBytes: settings.maxMessageBytes,
     maxConnections: settings.maxConnections,
+    maxConnectionsPerUid: settings.maxConnectionsPerUid,
     handshakeTimeoutMs: settings.handshakeTimeoutMs,
     maxClientOutputBytes: settings.maxClientOutputBytes,
     maxBufferedBytes: settings.maxBufferedBytes,

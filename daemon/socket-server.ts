@@ -12,6 +12,7 @@ import { removeStaleSocket } from '../node/socket-probe.js';
 import { BufferBudget } from './buffer-budget.js';
 import type { ClientConnection, Connection } from './client-connection.js';
 import { LineConnection } from './line-connection.js';
+import { PeerConnectionCap } from './peer-connection-cap.js';
 import { WebSocketConnection } from './websocket-connection.js';
 
 export type { Connection } from './client-connection.js';
@@ -21,6 +22,8 @@ export { SocketInUse } from '../node/socket-probe.js';
 export interface ConnectionLimits {
   maxMessageBytes: number;
   maxConnections: number;
+  /** Connections of one peer uid (SO_PEERCRED) served at once. */
+  maxConnectionsPerUid: number;
   /** A connection must complete its WebSocket upgrade or its first line within this long. */
   handshakeTimeoutMs: number;
   maxClientOutputBytes: number;
@@ -36,6 +39,15 @@ export interface SocketServerOptions {
   group?: string;
   limits: ConnectionLimits;
   onMessage(text: string, connection: Connection): Promise<string | null>;
+}
+
+/** A connection refused by a cap: what the client is told and what the log records. */
+interface CapRefusal {
+  reason: string;
+  limit: number;
+  /** Set when the per-uid cap refused it. */
+  uid?: number;
+  log: Record<string, number>;
 }
 
 const CLOSE_GRACE_MS = 1000;
@@ -56,6 +68,7 @@ export class SocketServer {
   });
   private readonly wss: WebSocketServer;
   private readonly budget: BufferBudget;
+  private readonly peerCap: PeerConnectionCap;
   private readonly sockets = new Set<Socket>();
   private readonly connections = new Set<ClientConnection>();
   /** Clears a socket's handshake deadline once it speaks the protocol. */
@@ -66,6 +79,7 @@ export class SocketServer {
   constructor(private readonly options: SocketServerOptions) {
     const { limits } = options;
     this.budget = new BufferBudget(limits.maxBufferedBytes);
+    this.peerCap = new PeerConnectionCap(limits.maxConnectionsPerUid);
     this.wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxMessageBytes });
     this.http.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => this.upgrade(request, socket, head));
     this.http.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => refuseHttp(socket, parserErrorStatus(error)));
@@ -137,7 +151,7 @@ export class SocketServer {
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     socket.on('error', () => socket.destroy());
-    const overCapacity = this.sockets.size > limits.maxConnections;
+    const refusal = this.capRefusal(socket);
     let onDeadline: () => void = () => socket.destroy(); // silent so far: a clean close
     const deadline = setTimeout(() => onDeadline(), limits.handshakeTimeoutMs);
     deadline.unref();
@@ -145,7 +159,7 @@ export class SocketServer {
     this.handshakeDone.set(socket, () => clearTimeout(deadline));
     socket.once('data', (chunk: Buffer) => {
       const speaksLines = chunk[0] === 0x7b || chunk[0] === 0x5b;
-      if (overCapacity) return this.refuseOverCapacity(socket, speaksLines);
+      if (refusal) return this.refuseOverCapacity(socket, speaksLines, refusal);
       if (speaksLines) {
         const connection = this.serveLines(socket);
         onDeadline = () => void connection.cutOff(`no complete line within ${limits.handshakeTimeoutMs} ms of connecting`, 'timeout');
@@ -160,15 +174,34 @@ export class SocketServer {
     });
   }
 
-  private refuseOverCapacity(socket: Socket, speaksLines: boolean): void {
-    const { maxConnections } = this.options.limits;
-    const reason = `taskhistoryd already serves its limit of ${maxConnections} connections; close some or raise --max-connections`;
+  /** Which connection cap, if any, this new socket is over; it is counted either way until it closes. */
+  private capRefusal(socket: Socket): CapRefusal | null {
+    const { maxConnections, maxConnectionsPerUid } = this.options.limits;
+    const overUidCap = this.peerCap.admit(socket);
+    if (this.sockets.size > maxConnections) {
+      return { reason: `taskhistoryd already serves its limit of ${maxConnections} connections; close some or raise --max-connections`, limit: maxConnections, log: { max_connections: maxConnections } };
+    }
+    if (overUidCap) {
+      const { uid } = overUidCap;
+      return {
+        reason: `uid ${uid} already holds its limit of ${maxConnectionsPerUid} connections to taskhistoryd; close some or raise --max-connections-per-uid`,
+        limit: maxConnectionsPerUid,
+        uid,
+        log: { uid, max_connections_per_uid: maxConnectionsPerUid },
+      };
+    }
+    return null;
+  }
+
+  private refuseOverCapacity(socket: Socket, speaksLines: boolean, refusal: CapRefusal): void {
+    const { reason, limit, uid } = refusal;
     if (Date.now() - this.lastRefusalLog > REFUSAL_LOG_INTERVAL_MS) {
       this.lastRefusalLog = Date.now();
-      log.warn('refused connections over the limit', { max_connections: maxConnections });
+      log.warn('refused connections over the limit', refusal.log);
     }
     if (!speaksLines) return refuseHttp(socket, 503, `${reason}\n`);
-    socket.end(`${JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: ErrorCodes.ConnectionLimit, message: `Connection refused: ${reason}`, data: { reason, limit: maxConnections } } })}\n`);
+    const data = { reason, limit, ...(uid !== undefined && { uid }) };
+    socket.end(`${JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: ErrorCodes.ConnectionLimit, message: `Connection refused: ${reason}`, data } })}\n`);
     setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
   }
 
