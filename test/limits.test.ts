@@ -1,11 +1,13 @@
+import { chmodSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { ErrorCodes } from '../protocol/errors.js';
 import { socketUrl } from '../protocol/paths.js';
 import { openRawSocket, startDaemon, type Daemon, type RawSocket } from './daemon-harness.js';
 import { LineClient } from './line-client.js';
-import { sleep, waitFor } from './processes.js';
+import { sleep, spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
 
 /** Every bound on batches, connections, buffers, subscribers and handshakes, each with its refusal. */
 
@@ -127,6 +129,66 @@ describe('connection bounds and handshake deadlines', () => {
     expect(await ws.call('status')).toBeTruthy();
     lines.close();
     ws.close();
+  });
+});
+
+/** nobody: a second uid whose clients are real processes, reaching the socket through its group. */
+const NOBODY = { uid: 65534, gid: 65534 };
+
+/** A node client under `user` that opens `count` line connections one after another, sends status on each and prints each answer line. */
+function lineClientsAs(user: { uid: number; gid: number }, socketPath: string, count: number): Spawned {
+  const script = `const net = require('node:net');
+const open = (i) => {
+  if (i === ${count}) return;
+  const socket = net.connect(${JSON.stringify(socketPath)}, () => socket.write('{"jsonrpc":"2.0","id":1,"method":"status"}\\n'));
+  socket.on('error', () => undefined);
+  socket.once('data', (chunk) => { process.stdout.write(chunk.toString()); open(i + 1); });
+};
+open(0);`;
+  return spawnTracked(process.execPath, ['-e', script], { ...user, cwd: '/' });
+}
+
+describe('per-uid connection cap (SO_PEERCRED)', () => {
+  let daemon: Daemon;
+  beforeAll(async () => {
+    const dir = tempDir('taskhistoryd-percap-');
+    chmodSync(dir, 0o755);
+    daemon = await startDaemon({ socketPath: join(dir, 'run', 'taskhistoryd.sock'), args: ['--max-connections-per-uid', '2', '--socket-group', String(NOBODY.gid)] });
+  });
+
+  it("past --max-connections-per-uid a uid's next connection gets a 1007 line naming the uid and the cap, while another uid connects; a closed one frees its slot", async () => {
+    const status = '{"jsonrpc":"2.0","id":1,"method":"status"}';
+    const held = [await LineClient.open(daemon.socketPath), await LineClient.open(daemon.socketPath)];
+    for (const client of held) expect((await client.exchange(status)).result).toBeTruthy();
+    const third = await rawConnection(daemon.socketPath);
+    const thirdAnswer = readUntilClosed(third);
+    third.write(`${status}\n`);
+    const refusal = JSON.parse((await thirdAnswer).trim());
+    expect(refusal).toMatchObject({ jsonrpc: '2.0', id: null, error: { code: ErrorCodes.ConnectionLimit, data: { limit: 2, uid: 0 } } });
+    expect(refusal.error.message).toBe('Connection refused: uid 0 already holds its limit of 2 connections to taskhistoryd; close some or raise --max-connections-per-uid');
+
+    // nobody is served while root is at its cap, up to the same cap of its own.
+    const nobody = lineClientsAs(NOBODY, daemon.socketPath, 3);
+    const answers = await waitFor(() => {
+      const lines = nobody.stdout().split('\n').filter(Boolean);
+      return lines.length === 3 ? lines.map((line) => JSON.parse(line)) : null;
+    }, 15_000, "nobody's three connections to be answered");
+    expect(answers.slice(0, 2).map((answer) => answer.result?.last_seq)).toEqual([0, 0]);
+    expect(answers[2].error).toMatchObject({ code: ErrorCodes.ConnectionLimit, data: { limit: 2, uid: NOBODY.uid } });
+    expect(answers[2].error.message).toContain(`uid ${NOBODY.uid} already holds its limit of 2 connections`);
+
+    held[0].close();
+    const again = await waitFor(async () => {
+      const client = await LineClient.open(daemon.socketPath);
+      const answer = await client.exchange(status);
+      if (answer.result) return client;
+      client.close();
+      return null;
+    }, 10_000, 'a connection of uid 0 to be served again after one closed');
+    again.close();
+    held[1].close();
+    process.kill(nobody.pid, 'SIGKILL');
+    await nobody.exited;
   });
 });
 
