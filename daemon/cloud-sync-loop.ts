@@ -6,6 +6,7 @@ import { backoffDelay } from './backoff.js';
 import { CloudCursor } from './cloud-cursor.js';
 import { CloudFailure, type CloudLink } from './cloud-link.js';
 import { CLOUD_BATCH_BYTES, CLOUD_BATCH_RECORDS } from './settings.js';
+import type { Lifecycle } from './lifecycle.js';
 
 /** The status shown when no cloud is configured. */
 export function disabledCloudStatus(): CloudStatus {
@@ -45,7 +46,7 @@ class AckRefused extends Error {}
  * An acknowledgement counts only when it names a record that was pushed, by its hash.
  * Failures retry forever with capped, jittered backoff; a fork stops pushing for good.
  */
-export class CloudSync {
+export class CloudSync implements Lifecycle {
   private state: CloudStatus['state'] = 'connecting';
   private acked: ChainPoint;
   private lastError: string | null = null;
@@ -64,7 +65,7 @@ export class CloudSync {
     this.acked = this.cursor.load() ?? { seq: 0, hash: GENESIS_HASH };
   }
 
-  start(): void {
+  async start(): Promise<void> {
     if (this.running) return;
     // Hold what the cloud may lack from the start, before the first connection says more.
     this.options.store.holdUnackedAbove(this.acked.seq);

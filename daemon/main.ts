@@ -158,7 +158,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   const parts: [string, Lifecycle][] = [
     ['store', store],
     ['socket server', { start: () => server.listen(), stop: () => server.close() }],
-    ...(cloud ? [['cloud sync', { start: async () => cloud.start(), stop: () => cloud.stop() }] as [string, Lifecycle]] : []),
+    ...(cloud ? [['cloud sync', cloud] as [string, Lifecycle]] : []),
     ['tamper watch', tamper],
   ];
   const started: Lifecycle[] = [];

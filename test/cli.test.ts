@@ -1,23 +1,12 @@
 import { accessSync, constants, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TaskHistoryClient } from '../client/sdk.js';
 import { journalSegmentName } from '../protocol/data-file.js';
 import { CLI_BIN, CLOUD_BIN, REPO, runCli, startDaemon, type CliRun, type Daemon } from './daemon-harness.js';
-import { spawnTracked, tempDir, waitFor } from './processes.js';
+import { spawnTracked, tempDir, waitFor, freePort } from './processes.js';
 
 const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli(args, { env });
-
-/** A local TCP port nothing listens on: one the kernel just handed out and took back. */
-function closedPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 const TASK_ID = /^task_\d+_[0-9a-f]{6}$/;
 
@@ -407,7 +396,7 @@ describe('taskhistory pull', () => {
     expect(noToken.code).toBe(2);
     expect(noToken.stderr).toContain(`cannot read the token file ${join(dir, 'missing')} (ENOENT)`);
     writeFileSync(join(dir, 'token'), 'abc\n');
-    const port = await closedPort();
+    const port = await freePort();
     const unreachable = await cli(['pull', '--machine', 'm', '--cloud-url', `http://127.0.0.1:${port}`, '--token-file', join(dir, 'token')]);
     expect(unreachable.code).toBe(1);
     expect(unreachable.stderr).toBe(`taskhistory: pull: cannot reach http://127.0.0.1:${port} (ECONNREFUSED)\n`);

@@ -1,5 +1,4 @@
 import { chmodSync, existsSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { sha256Hex } from '../node/sha256.js';
@@ -9,22 +8,11 @@ import { GENESIS_HASH, type ChainRecord } from '../protocol/records.js';
 import { cloudBackends } from './cloud-backends.js';
 import { openCloudSocket, startCloud as startCloudOn, writeTokensFile, type Cloud, type CloudBackend, type StorageSite } from './cloud-harness.js';
 import { openRawSocket, RawSocket, REPO, startDaemon, type Daemon } from './daemon-harness.js';
-import { sleep, spawnTracked, tempDir, waitFor } from './processes.js';
+import { sleep, spawnTracked, tempDir, waitFor, freePort } from './processes.js';
 
 /** The harness starts every daemon as machine `test-machine`. */
 const MACHINE = 'test-machine';
 const TOKENS = { machine: 'token-test-machine-0123456789', other: 'token-other-machine-0123456789', admin: 'token-admin-0123456789' };
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function secretFile(dir: string, name: string, content: string, mode = 0o600): string {
   const path = join(dir, name);

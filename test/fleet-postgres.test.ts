@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { createServer } from 'node:net';
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -12,7 +11,7 @@ import { GENESIS_HASH, type ChainRecord } from '../protocol/records.js';
 import { postgresBackend, storedRecordCount } from './cloud-backends.js';
 import { errorOf, httpGet, makeChain, openCloudSocket, pullAll, startCloud, upgradeAnswer, writeTokensFile, type Cloud, type StorageSite } from './cloud-harness.js';
 import { CLOUD_BIN, openRawSocket, startDaemon, type Daemon, type RawSocket } from './daemon-harness.js';
-import { sleep, spawnTracked, tempDir, waitFor } from './processes.js';
+import { sleep, spawnTracked, tempDir, waitFor, freePort } from './processes.js';
 
 /** What only the PostgreSQL backend promises: several endpoint processes on one database, tokens in it, outages of it. */
 const backend = postgresBackend();
@@ -21,17 +20,6 @@ const machineToken = (machineId: string) => `token-${machineId}-0123456789`;
 
 function tokensFileFor(machines: string[]): string {
   return writeTokensFile([...machines.map((machine_id) => ({ token: machineToken(machine_id), machine_id })), { token: ADMIN, admin: true }]);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Runs `taskhistory-cloud <args>` to its end. */
