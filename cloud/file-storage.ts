@@ -5,11 +5,11 @@ import { ChainBreak, ChainWalker } from '../protocol/chain-verify.js';
 import { journalLine } from '../protocol/data-file.js';
 import { fsyncDirectory } from '../node/durable-files.js';
 import { parseJournalLine } from '../node/journal-files.js';
-import type { FleetMachine, FleetTaskSummary, Incident, StoredEvent } from '../protocol/fleet-api.js';
+import type { FleetMachine, FleetTaskDetail, FleetTaskSummary, Incident, StoredEvent } from '../protocol/fleet-api.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
 import { log } from '../node/log.js';
-import { applyRecordToTasks, type TaskView } from '../protocol/task-view.js';
 import { compareTaskKeys, type BatchIntake, type CloudStorage, type Extension, type TaskFilter, type TaskKey } from './storage.js';
+import { taskDetailOf } from './task-detail.js';
 import { searchTextOf, taskChangesOf } from './task-facts.js';
 import { sha256Hex } from '../node/sha256.js';
 
@@ -167,16 +167,12 @@ export class FileStorage implements CloudStorage {
       .map(({ summary }) => structuredClone(summary));
   }
 
-  async task(machineId: string, taskId: string): Promise<TaskView | null> {
+  async task(machineId: string, taskId: string): Promise<FleetTaskDetail | null> {
     const facts = this.logs.get(machineId)?.tasks.get(taskId);
     if (!facts) return null;
-    const tasks = new Map<string, TaskView>();
-    for (const seq of facts.seqs) {
-      const [record] = await this.read(machineId, seq - 1, 1, Number.MAX_SAFE_INTEGER);
-      applyRecordToTasks(tasks, record);
-    }
-    const task = tasks.get(taskId);
-    return task ? { ...task, machine_id: machineId } : null;
+    const records: ChainRecord[] = [];
+    for (const seq of facts.seqs) records.push(...(await this.read(machineId, seq - 1, 1, Number.MAX_SAFE_INTEGER)));
+    return taskDetailOf(machineId, taskId, records);
   }
 
   async incidents(filter: { machine?: string; since?: number }, limit: number, beforeId?: number): Promise<(Incident & { id: number })[]> {

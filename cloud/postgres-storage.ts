@@ -1,12 +1,13 @@
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
-import type { FleetMachine, FleetTaskSummary, Incident, StepSummary, StoredEvent } from '../protocol/fleet-api.js';
+import type { FleetMachine, FleetTaskDetail, FleetTaskSummary, Incident, StepSummary, StoredEvent } from '../protocol/fleet-api.js';
 import { log } from '../node/log.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
-import { applyRecordToTasks, type TaskView } from '../protocol/task-view.js';
+import type { TaskView } from '../protocol/task-view.js';
 import { BatchRefused } from './chain-intake.js';
 import { migrate } from './migrations.js';
 import { StorageUnavailable, type BatchIntake, type CloudStorage, type Extension, type TaskFilter, type TaskKey } from './storage.js';
+import { taskDetailOf } from './task-detail.js';
 import { searchTextOf, taskChangesOf, type TaskChange } from './task-facts.js';
 
 /**
@@ -188,12 +189,9 @@ export class PostgresStorage implements CloudStorage {
     return rows.map(summaryOfRow);
   }
 
-  async task(machineId: string, taskId: string): Promise<TaskView | null> {
+  async task(machineId: string, taskId: string): Promise<FleetTaskDetail | null> {
     const { rows } = await this.query<{ record: string }>('SELECT record FROM records WHERE machine_id = $1 AND task_id = $2 ORDER BY seq', [machineId, taskId]);
-    const tasks = new Map<string, TaskView>();
-    for (const row of rows) applyRecordToTasks(tasks, JSON.parse(row.record) as ChainRecord);
-    const task = tasks.get(taskId);
-    return task ? { ...task, machine_id: machineId } : null;
+    return taskDetailOf(machineId, taskId, rows.map((row) => JSON.parse(row.record) as ChainRecord));
   }
 
   async incidents(filter: { machine?: string; since?: number }, limit: number, beforeId?: number): Promise<(Incident & { id: number })[]> {

@@ -1,6 +1,5 @@
-import type { FleetMachine, FleetTaskSummary, Incident, StoredEvent, TaskStatus } from '../protocol/fleet-api.js';
+import type { FleetMachine, FleetTaskDetail, FleetTaskSummary, Incident, StoredEvent, TaskStatus } from '../protocol/fleet-api.js';
 import type { ChainPoint, ChainRecord } from '../protocol/records.js';
-import type { TaskView } from '../protocol/task-view.js';
 import type { HeldReader } from './chain-intake.js';
 
 /**
@@ -29,8 +28,8 @@ export interface CloudStorage {
   fleetMachines(query: { only?: string; limit: number; afterMachineId?: string }): Promise<FleetMachine[]>;
   /** Tasks newest first (by creation time, then machine_id, then seq), strictly after `after` in that order. */
   fleetTasks(filter: TaskFilter, limit: number, after?: TaskKey): Promise<FleetTaskSummary[]>;
-  /** One task with every step and its large fields, or null when the machine has no such task. */
-  task(machineId: string, taskId: string): Promise<TaskView | null>;
+  /** One task with every step, its large fields and its records' chain links, or null when the machine has no such task. */
+  task(machineId: string, taskId: string): Promise<FleetTaskDetail | null>;
   /** Incidents newest first, with ids below `beforeId`. */
   incidents(filter: { machine?: string; since?: number }, limit: number, beforeId?: number): Promise<(Incident & { id: number })[]>;
   /** Resolves when the storage answers; rejects with the reason otherwise. */

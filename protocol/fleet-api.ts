@@ -62,8 +62,19 @@ export interface IncidentsPage {
   incidents: Incident[];
   next_cursor: string | null;
 }
-/** GET /v1/machines/<machine_id>/tasks/<task_id>: every step with its large fields. */
-export type FleetTaskDetail = TaskView;
+/** A record's place in its machine's chain: a client can check each link against a pull or the daemon's journal. */
+export interface ChainLink {
+  seq: number;
+  type: 'task_created' | 'step_logged' | 'task_completed';
+  hash: string;
+  prev_hash: string;
+}
+
+/**
+ * GET /v1/machines/<machine_id>/tasks/<task_id>: every step with its large fields, and `chain`: the
+ * link of every record the task is built from (its creation, each step, its completion), in seq order.
+ */
+export type FleetTaskDetail = TaskView & { chain: ChainLink[] };
 
 /** The body of every 4xx/5xx answer; `parameter` names the query parameter at fault. */
 export interface FleetError {

@@ -1,10 +1,13 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium, openPage, type PageProblems, type TestBrowser } from './browser-harness.js';
 import { fileBackend, makeChain, openCloudSocket, startCloud, writeTokensFile } from './cloud-harness.js';
-import { REPO, type RawSocket } from './daemon-harness.js';
+import { readJournalRecords } from '../node/journal-files.js';
+import { parseDataFile } from '../protocol/chain-verify.js';
+import type { ChainRecord } from '../protocol/records.js';
+import { REPO, type Daemon, type RawSocket } from './daemon-harness.js';
 import { startConsoleSite, startPushingDaemon, waitForPushed, type ConsoleSite } from './console-site.js';
 
 /**
@@ -21,6 +24,7 @@ const SCREENSHOTS = join(REPO, 'docs', 'screenshots');
 let site: ConsoleSite;
 let chromium: TestBrowser;
 const sockets: Record<string, RawSocket> = {};
+const daemons: Record<string, Daemon> = {};
 const tasks: Record<string, string> = {};
 
 async function createTask(machine: string, description: string, agent: string, plan: string[]): Promise<string> {
@@ -34,7 +38,7 @@ async function logStep(machine: string, taskId: string, step: number, fields: Re
 
 beforeAll(async () => {
   site = await startConsoleSite(await fileBackend.newSite(), MACHINES);
-  for (const machine of MACHINES) sockets[machine] = (await startPushingDaemon(site.cloud.url, machine, site.tokens.machine[machine])).socket;
+  for (const machine of MACHINES) ({ daemon: daemons[machine], socket: sockets[machine] } = await startPushingDaemon(site.cloud.url, machine, site.tokens.machine[machine]));
   const start = Date.now() / 1000 - 120;
 
   tasks.build = await createTask('alpha-box', 'Build and test the release', 'builder', ['install', 'compile', 'test']);
@@ -67,6 +71,14 @@ afterAll(async () => {
   for (const socket of Object.values(sockets)) socket.close();
   await chromium?.close();
 });
+
+/** A task's records as the daemon keeps them on disk (its checkpoint, then its journal's newer records), in seq order. */
+function daemonRecordsOf(machine: string, taskId: string): ChainRecord[] {
+  const { dataDir, dataFile } = daemons[machine];
+  const checkpointed = existsSync(dataFile) ? parseDataFile(readFileSync(dataFile, 'utf8')).chain.records : [];
+  const bySeq = new Map([...checkpointed, ...readJournalRecords(dataDir)].map((record) => [record.seq, record]));
+  return [...bySeq.values()].filter((record) => 'task_id' in record && record.task_id === taskId).sort((a, b) => a.seq - b.seq);
+}
 
 async function signIn(page: Page, token = site.tokens.reader): Promise<void> {
   await page.goto(`${site.cloud.httpBase}/`);
@@ -177,6 +189,19 @@ describe('the fleet console in Chromium', () => {
     expect(await page.locator('svg.timeline rect.timeline-bar').count()).toBe(3);
     expect(await page.locator('[data-task-status]').innerText()).toBe('completed');
     await page.getByRole('heading', { name: 'What the chain proves' }).waitFor();
+    // Each step's hash and every record's seq and hash, equal to the daemon's records, the full value in the text.
+    const records = daemonRecordsOf('alpha-box', tasks.build);
+    expect(records.map((record) => record.type)).toEqual(['task_created', 'step_logged', 'step_logged', 'step_logged', 'task_completed']);
+    const stepRecords = records.filter((record) => record.type === 'step_logged');
+    expect(await steps.locator('[data-field="seq"]').allTextContents()).toEqual(stepRecords.map((record) => String(record.seq)));
+    expect(await steps.locator('[data-field="hash"]').allTextContents()).toEqual(stepRecords.map((record) => record.hash));
+    const chainRows = page.locator('table.chain tbody tr');
+    expect(await chainRows.evaluateAll((rows) => rows.map((row) => [...row.querySelectorAll('td')].map((cell) => cell.textContent)))).toEqual(
+      records.map((record) => [String(record.seq), record.hash, record.prev_hash]),
+    );
+    // Shortened on screen: the hash is wider than the box that shows it.
+    expect(await steps.locator('[data-field="hash"]').first().evaluate((code) => code.scrollWidth > code.clientWidth)).toBe(true);
+    expect(await steps.locator('[data-field="hash"]').first().evaluate((code) => getComputedStyle(code).fontFamily)).toContain('monospace');
     await page.screenshot({ path: join(SCREENSHOTS, 'console-task.png'), fullPage: true });
 
     await page.goto(`${site.cloud.httpBase}/?view=task&machine=alpha-box&task=${tasks.review}`);

@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../protocol/errors.js';
-import type { FleetTaskSummary, TasksPage } from '../protocol/fleet-api.js';
+import type { ChainLink, FleetTaskSummary, TasksPage } from '../protocol/fleet-api.js';
 import type { ChainRecord } from '../protocol/records.js';
 import { tasksFromRecords } from '../protocol/task-view.js';
 import { cloudBackends } from './cloud-backends.js';
@@ -38,6 +38,13 @@ function expectedSummaries(machineId: string, records: ChainRecord[]): FleetTask
   return [...tasksFromRecords(records).values()]
     .map((task) => ({ ...task, machine_id: machineId, steps: task.steps.map(({ output: _o, error: _e, recovery: _r, ...step }) => step) }))
     .reverse();
+}
+
+/** The chain links a task's answer should carry: every pushed record of the task, in seq order, with its own hashes. */
+function expectedChain(records: ChainRecord[], taskId: string): ChainLink[] {
+  return records
+    .filter((record) => 'task_id' in record && record.task_id === taskId)
+    .map((record) => ({ seq: record.seq, type: record.type as ChainLink['type'], hash: record.hash, prev_hash: record.prev_hash }));
 }
 
 /** The raw answer to bytes sent on a fresh TCP connection to the endpoint. */
@@ -137,13 +144,20 @@ describe.each(cloudBackends())('fleet queries on the $name backend', (backend) =
     expect((await json(cloud, '/v1/machines/m1/tasks/%E0%A4%A')).status).toBe(400);
   });
 
-  it('serves one task with every step and its large fields; 404 for an unknown machine or task, 403 for another machine', async () => {
+  it('serves one task with every step, its large fields and each record\'s seq and hashes; 404 for an unknown machine or task, 403 for another machine', async () => {
     const { cloud, m1 } = await fleet();
     const { status, body } = await json(cloud, '/v1/machines/m1/tasks/task-a-2');
     expect(status).toBe(200);
-    expect(body).toEqual({ ...tasksFromRecords(m1).get('task-a-2'), machine_id: 'm1' });
+    const chain = expectedChain(m1, 'task-a-2');
+    expect(body).toEqual({ ...tasksFromRecords(m1).get('task-a-2'), machine_id: 'm1', chain });
     expect(body.steps[0].output).toBe('output of record 12');
-    expect((await json(cloud, '/v1/machines/m1/tasks/task-a-7', TOKENS.m1)).body.status).toBe('running');
+    // The creation, every step and the completion, each linked to the pushed record before it.
+    expect(chain.map((link) => link.type)).toEqual(['task_created', ...body.steps.map(() => 'step_logged'), 'task_completed']);
+    for (const link of chain) expect(link.prev_hash).toBe(m1[link.seq - 2].hash);
+    const running = (await json(cloud, '/v1/machines/m1/tasks/task-a-7', TOKENS.m1)).body;
+    expect(running.status).toBe('running');
+    expect(running.chain).toEqual(expectedChain(m1, 'task-a-7'));
+    expect(running.chain.at(-1).type).not.toBe('task_completed');
     expect((await httpGet(cloud, '/v1/machines/m1/tasks/no-such-task', TOKENS.admin)).status).toBe(404);
     expect((await httpGet(cloud, '/v1/machines/never-seen/tasks/task-a-2', TOKENS.admin)).status).toBe(404);
     expect((await httpGet(cloud, '/v1/machines/m1/tasks/task-a-2', TOKENS.m2)).status).toBe(403);

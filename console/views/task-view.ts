@@ -1,4 +1,4 @@
-import type { FleetTaskDetail } from '../../protocol/fleet-api.js';
+import type { ChainLink, FleetTaskDetail } from '../../protocol/fleet-api.js';
 import type { StepView } from '../../protocol/task-view.js';
 import { el, replaceChildren, type Child } from '../dom.js';
 import { absoluteTime, duration, toDate } from '../format.js';
@@ -32,6 +32,7 @@ export async function taskView({ api, params }: ViewContext): Promise<View> {
 }
 
 function taskContent(task: FleetTaskDetail): Child[] {
+  const linkOfSeq = new Map(task.chain.map((link) => [link.seq, link]));
   const created = toDate(task.timestamp);
   const completed = toDate(task.completed_at);
   return [
@@ -55,16 +56,47 @@ function taskContent(task: FleetTaskDetail): Child[] {
     task.steps.length > 0 && el('h2', {}, 'Timeline'),
     task.steps.length > 0 && el('figure', { class: 'timeline-figure' }, timelineChart(task.steps)),
     el('h2', {}, 'Steps'),
-    task.steps.length === 0 ? el('p', {}, 'No step logged yet.') : el('ol', { class: 'steps' }, ...task.steps.map(stepItem)),
-    el('aside', { class: 'chain-note' }, el('h2', {}, 'What the chain proves'), el('p', {}, CHAIN_NOTE)),
+    task.steps.length === 0 ? el('p', {}, 'No step logged yet.') : el('ol', { class: 'steps' }, ...task.steps.map((step) => stepItem(step, linkOfSeq.get(step.seq)))),
+    el('aside', { class: 'chain-note' }, el('h2', {}, 'What the chain proves'), el('p', {}, CHAIN_NOTE), chainTable(task.chain)),
   ];
+}
+
+const RECORD_LABELS: Record<ChainLink['type'], string> = { task_created: 'created', step_logged: 'step', task_completed: 'completed' };
+
+/** Every record the task is built from, with its seq, hash and the hash it links to. */
+function chainTable(chain: ChainLink[]): HTMLTableElement {
+  return el(
+    'table',
+    { class: 'chain' },
+    el('caption', {}, 'The records of this task in its machine\'s chain'),
+    el('thead', {}, el('tr', {}, el('th', { scope: 'col' }, 'Record'), el('th', { scope: 'col' }, 'Seq'), el('th', { scope: 'col' }, 'Hash'), el('th', { scope: 'col' }, 'Previous hash'))),
+    el(
+      'tbody',
+      {},
+      ...chain.map((link) =>
+        el(
+          'tr',
+          { 'data-seq': link.seq },
+          el('th', { scope: 'row' }, RECORD_LABELS[link.type]),
+          el('td', { class: 'num' }, link.seq),
+          el('td', {}, hashText(link.hash)),
+          el('td', {}, hashText(link.prev_hash)),
+        ),
+      ),
+    ),
+  );
+}
+
+/** A hash shortened on screen by CSS only: the text holds the full value, so selecting it copies all of it. */
+function hashText(hash: string): HTMLElement {
+  return el('code', { class: 'hash hash-short', title: hash, 'data-field': 'hash' }, hash);
 }
 
 function fact(term: string, ...value: Child[]): HTMLElement[] {
   return [el('dt', {}, term), el('dd', {}, ...value)];
 }
 
-function stepItem(step: StepView): HTMLLIElement {
+function stepItem(step: StepView, link: ChainLink | undefined): HTMLLIElement {
   const started = toDate(step.started_at);
   return el(
     'li',
@@ -79,6 +111,7 @@ function stepItem(step: StepView): HTMLLIElement {
       ...fact('Started', absoluteTime(started)),
       ...fact('Logged', absoluteTime(toDate(step.timestamp))),
       ...fact('Seq', el('span', { 'data-field': 'seq' }, step.seq)),
+      ...fact('Hash', link ? hashText(link.hash) : '—'),
     ),
     largeField('Output', step.output),
     largeField('Error', step.error),
