@@ -135,6 +135,8 @@ describe('the fleet console in Chromium', () => {
     const { context, page, problems } = await openPage(chromium.browser);
     await signIn(page);
     await page.getByRole('link', { name: 'Tasks' }).click();
+    // The Machines view is swapped out only once the Tasks view has loaded.
+    await page.getByRole('heading', { name: 'Tasks', exact: true }).waitFor();
     await page.getByLabel('Machine').fill('alpha-box');
     await page.getByLabel('Machine').press('Enter');
     await page.waitForURL(/machine=alpha-box/);
