@@ -14,22 +14,13 @@ import type { ClientConnection, Connection } from './client-connection.js';
 import { LineConnection } from './line-connection.js';
 import { PeerConnectionCap } from './peer-connection-cap.js';
 import { WebSocketConnection } from './websocket-connection.js';
+import type { Settings } from './settings.js';
 
 export type { Connection } from './client-connection.js';
 export { SocketInUse } from '../node/socket-probe.js';
 
-/** The bounds on connections; defaults and meaning in settings.ts and the README's security section. */
-export interface ConnectionLimits {
-  maxMessageBytes: number;
-  maxConnections: number;
-  /** Connections of one peer uid (SO_PEERCRED) served at once. */
-  maxConnectionsPerUid: number;
-  /** A connection must complete its WebSocket upgrade or its first line within this long. */
-  handshakeTimeoutMs: number;
-  maxClientOutputBytes: number;
-  /** Input and output held for all connections together. */
-  maxBufferedBytes: number;
-}
+/** The bounds on connections: the settings of those names (meaning and defaults in settings.ts and the README's security section). */
+export type ConnectionLimits = Pick<Settings, 'maxMessageBytes' | 'maxConnections' | 'maxConnectionsPerUid' | 'handshakeTimeoutMs' | 'maxClientOutputBytes' | 'maxBufferedBytes'>;
 
 export interface SocketServerOptions {
   socketPath: string;
