@@ -69,6 +69,8 @@ export interface ThroughputResult {
   seconds: number;
   stepsPerSecond: number;
   latency: LatencySummary;
+  /** Every measured latency, ms, for summaries over several windows. */
+  samples: number[];
 }
 
 export interface ClosedLoopOptions extends ProducerOptions {
@@ -101,7 +103,14 @@ export async function measureClosedLoop(options: ClosedLoopOptions): Promise<Thr
     },
   );
   const seconds = (windowEnd - windowStart) / 1000;
-  return { steps: latencies.length, seconds, stepsPerSecond: latencies.length / seconds, latency: summarize(latencies) };
+  return { steps: latencies.length, seconds, stepsPerSecond: latencies.length / seconds, latency: summarize(latencies), samples: latencies };
+}
+
+/** Several measured windows as one: their steps over their seconds, the latencies of all. */
+export function combineWindows(windows: ThroughputResult[]): ThroughputResult {
+  const samples = windows.flatMap((window) => window.samples);
+  const seconds = windows.reduce((sum, window) => sum + window.seconds, 0);
+  return { steps: samples.length, seconds, stepsPerSecond: samples.length / seconds, latency: summarize(samples), samples };
 }
 
 /**

@@ -93,6 +93,7 @@ export interface DaemonOptions {
   socketPath: string;
   dataDir: string;
   maxTasks?: number;
+  checkpointIdleMs?: number;
   cloudUrl?: string;
   cloudTokenFile?: string;
   /** Write a V8 CPU profile into this directory at exit. */
@@ -106,6 +107,7 @@ export function daemonArgs(options: DaemonOptions): string[] {
     '--data-dir', options.dataDir,
     '--machine-id', 'bench',
     ...(options.maxTasks !== undefined ? ['--max-tasks', String(options.maxTasks)] : []),
+    ...(options.checkpointIdleMs !== undefined ? ['--checkpoint-idle-ms', String(options.checkpointIdleMs)] : []),
     ...(options.cloudUrl ? ['--cloud-url', options.cloudUrl] : []),
     ...(options.cloudTokenFile ? ['--cloud-token-file', options.cloudTokenFile] : []),
   ];

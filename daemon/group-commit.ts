@@ -3,24 +3,37 @@ import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import type { ChainRecord } from '../protocol/records.js';
 import { log } from '../node/log.js';
 
+/** Where a group's lines went: the journal file (an id of the record files) and the offset of its first line. */
+export interface JournalPlace {
+  fileId: number;
+  offset: number;
+}
+
 /** What group commit writes through: the journal, or a twin of it in tests. */
 export interface JournalAppender {
   /** Writes and syncs on this thread; throws with nothing written when either fails. */
-  appendNow(text: string, firstSeq: number, lastSeq: number): void;
+  appendNow(text: string, firstSeq: number, lastSeq: number): JournalPlace;
   /** The same with the sync in the thread pool; nothing else is appended before it settles. */
-  append(text: string, firstSeq: number, lastSeq: number): Promise<void>;
+  append(text: string, firstSeq: number, lastSeq: number): Promise<JournalPlace>;
+}
+
+/** A durable group: its records in order, their journal lines, and where the first line starts. */
+export interface CommittedGroup {
+  records: ChainRecord[];
+  lines: string[];
+  place: JournalPlace;
 }
 
 export interface GroupCommitHandlers {
-  /** A group is durable: its records, in order. Called before any of its callers is answered. */
-  committed(records: ChainRecord[]): void;
+  /** A group is durable. Called before any of its callers is answered. */
+  committed(group: CommittedGroup): void;
   /** A group failed: it and every group staged after it were refused. */
   failed(): void;
 }
 
 interface Group {
   records: ChainRecord[];
-  text: string;
+  lines: string[];
   waiters: { resolve: () => void; reject: (error: Error) => void }[];
 }
 
@@ -54,12 +67,12 @@ export class GroupCommit {
   add(record: ChainRecord): Promise<number> {
     let group = this.pending;
     if (!group) {
-      group = this.pending = { records: [], text: '', waiters: [] };
+      group = this.pending = { records: [], lines: [], waiters: [] };
       // Let every message read in this turn of the event loop join the group.
       if (!this.syncing) setImmediate(() => this.flush());
     }
     group.records.push(record);
-    group.text += journalLine(record);
+    group.lines.push(journalLine(record));
     return new Promise((resolve, reject) => group.waiters.push({ resolve: () => resolve(record.seq), reject }));
   }
 
@@ -83,23 +96,25 @@ export class GroupCommit {
     const last = group.records[group.records.length - 1].seq;
     const everyBusyWriterIsHere = group.records.length >= this.recentLargestGroup;
     this.recentLargestGroup = Math.max(group.records.length, this.recentLargestGroup - 1);
-    let syncing: Promise<void> | null = null;
+    const text = group.lines.join('');
+    let syncing: Promise<JournalPlace> | null = null;
+    let place: JournalPlace | null = null;
     try {
-      if (everyBusyWriterIsHere) this.journal.appendNow(group.text, first, last);
-      else syncing = this.journal.append(group.text, first, last);
+      if (everyBusyWriterIsHere) place = this.journal.appendNow(text, first, last);
+      else syncing = this.journal.append(text, first, last);
     } catch (error) {
       this.failFrom(group, error as NodeJS.ErrnoException);
       return;
     }
-    if (!syncing) {
-      this.committed(group);
+    if (place) {
+      this.committed(group, place);
       return;
     }
     this.syncing = true;
-    syncing.then(
-      () => {
+    (syncing as Promise<JournalPlace>).then(
+      (place) => {
         this.syncing = false;
-        this.committed(group);
+        this.committed(group, place);
         // The answers go out after this callback: the next group's sync starts first.
         this.flush();
       },
@@ -110,8 +125,8 @@ export class GroupCommit {
     );
   }
 
-  private committed(group: Group): void {
-    this.handlers.committed(group.records);
+  private committed(group: Group, place: JournalPlace): void {
+    this.handlers.committed({ records: group.records, lines: group.lines, place });
     if (this.lastStorageError) {
       log.info('journal writes work again', { dir: this.dataDir });
       this.lastStorageError = null;

@@ -1,17 +1,20 @@
-import { closeSync, constants, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, lstatSync, readdirSync, unlinkSync, writeSync, type BigIntStats } from 'node:fs';
+import { constants, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, lstatSync, readdirSync, unlinkSync, writeSync, type BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { journalSegmentName, sortedJournalSegments } from '../protocol/data-file.js';
 import type { ChainRecord } from '../protocol/records.js';
 import { fsyncDirectorySync, openRegularFileSync } from '../node/durable-files.js';
-import { readJournalSegments } from '../node/journal-files.js';
-import type { JournalAppender } from './group-commit.js';
+import { scanJournalSegments } from '../node/journal-files.js';
+import type { JournalAppender, JournalPlace } from './group-commit.js';
+import type { RecordFiles } from './record-files.js';
 
 /** What start-up found in the journal segments. */
 export interface JournalContents {
-  records: ChainRecord[];
   /** Bytes of a torn, never-acknowledged final write that were cut off. */
   droppedTailBytes: number;
 }
+
+/** A journal record met at start-up, and where its line is. */
+export type JournalRecordHandler = (record: ChainRecord, fileId: number, offset: number, length: number) => void;
 
 /** A segment someone else deleted, replaced, wrote to, or planted beside ours. */
 export interface SegmentDamage {
@@ -24,6 +27,8 @@ export interface SegmentDamage {
 interface Segment {
   name: string;
   firstSeq: number;
+  /** Its descriptor in the record files, which read records from it until it is deleted. */
+  fileId: number;
   /** The identity our own last change left: any other change of inode, size or ctime is someone else's. */
   ino: bigint;
   size: bigint;
@@ -32,6 +37,7 @@ interface Segment {
 
 interface WrittenLines {
   fd: number;
+  fileId: number;
   start: number;
   previousLastSeq: number;
 }
@@ -59,31 +65,41 @@ export class Journal implements JournalAppender {
   private activeTouched = false;
   /** Bytes appended since the last checkpoint covered the journal. */
   bytesSinceCheckpoint = 0;
+  /** Segments given up after damage: their descriptors close once a checkpoint covers what they held. */
+  private abandonedFileIds: number[] = [];
 
-  constructor(private readonly dir: string) {}
+  constructor(
+    private readonly dir: string,
+    private readonly files: RecordFiles,
+  ) {}
 
   /**
-   * Reads every segment (never following a symbolic link), cutting a torn final write and the
-   * preallocated space off the newest one. Throws ChainBreak for damage, NotARegularFile for a link.
+   * Streams every segment (never following a symbolic link) to `onRecord`, oldest first, cutting a
+   * torn final write and the preallocated space off the newest one. Every segment stays open for
+   * reading its records. Throws ChainBreak for damage, NotARegularFile for a link.
    */
-  load(): JournalContents {
-    const found = readJournalSegments(this.dir);
+  load(onRecord: JournalRecordHandler): JournalContents {
+    const fileIds = new Map<string, number>();
+    const fileIdOf = (path: string) => {
+      let id = fileIds.get(path);
+      if (id === undefined) fileIds.set(path, (id = this.files.add(openRegularFileSync(path, constants.O_RDWR), path)));
+      return id;
+    };
+    const found = scanJournalSegments(this.dir, (record, segment, offset, length) => {
+      this.activeLastSeq = record.seq;
+      onRecord(record, fileIdOf(segment.path), offset, length);
+    });
     let droppedTailBytes = 0;
-    const records: ChainRecord[] = [];
-    for (const segment of found) {
-      records.push(...segment.parsed.records);
-      if (segment.parsed.records.length) this.activeLastSeq = segment.parsed.records[segment.parsed.records.length - 1].seq;
-    }
     const last = found.at(-1);
     if (last) {
       // Preallocated zeros go too (the next append writes them again), and a torn write with them.
       if (last.parsed.tornTail) droppedTailBytes = last.nonZeroEnd - last.parsed.validBytes;
-      this.fd = openRegularFileSync(last.path, constants.O_RDWR);
+      this.fd = this.files.fd(fileIdOf(last.path));
       if (last.size > last.parsed.validBytes) ftruncateSync(this.fd, last.parsed.validBytes);
       this.offset = this.preallocatedEnd = this.bytesSinceCheckpoint = last.parsed.validBytes;
     }
-    this.segments = found.map(({ name, firstSeq }) => ({ name, firstSeq, ...identityOf(lstatSync(join(this.dir, name), { bigint: true })) }));
-    return { records, droppedTailBytes };
+    this.segments = found.map(({ name, path, firstSeq }) => ({ name, firstSeq, fileId: fileIdOf(path), ...identityOf(lstatSync(path, { bigint: true })) }));
+    return { droppedTailBytes };
   }
 
   /** The next append starts a new segment, so that older ones can be deleted after a checkpoint. */
@@ -96,7 +112,7 @@ export class Journal implements JournalAppender {
    * other call is on its way, since a round trip through libuv's thread pool (0.3 ms here) costs
    * as much as the sync. Throws when the write or the sync fails; the journal is then as it was.
    */
-  appendNow(text: string, firstSeq: number, lastSeq: number): void {
+  appendNow(text: string, firstSeq: number, lastSeq: number): JournalPlace {
     const written = this.write(text, firstSeq, lastSeq);
     try {
       fdatasyncSync(written.fd);
@@ -104,17 +120,18 @@ export class Journal implements JournalAppender {
       this.undo(written);
       throw error;
     }
+    return { fileId: written.fileId, offset: written.start };
   }
 
   /**
    * The same with the fdatasync in the thread pool, so that the caller can prepare the next group
    * meanwhile. Nothing may be appended before the promise settles.
    */
-  append(text: string, firstSeq: number, lastSeq: number): Promise<void> {
+  append(text: string, firstSeq: number, lastSeq: number): Promise<JournalPlace> {
     const written = this.write(text, firstSeq, lastSeq);
     return new Promise((resolve, reject) => {
       fdatasync(written.fd, (error) => {
-        if (!error) return resolve();
+        if (!error) return resolve({ fileId: written.fileId, offset: written.start });
         this.undo(written);
         reject(error);
       });
@@ -141,7 +158,7 @@ export class Journal implements JournalAppender {
       throw error;
     }
     this.noteOwnChange(fd);
-    const written = { fd, start, previousLastSeq: this.activeLastSeq };
+    const written = { fd, fileId: (this.active as Segment).fileId, start, previousLastSeq: this.activeLastSeq };
     this.offset = end;
     this.activeLastSeq = lastSeq;
     this.bytesSinceCheckpoint += bytes.length;
@@ -187,12 +204,12 @@ export class Journal implements JournalAppender {
     // O_EXCL: a file planted under the next name is refused, never appended to.
     const fd = openRegularFileSync(join(this.dir, name), constants.O_RDWR | constants.O_CREAT | constants.O_EXCL);
     fsyncDirectorySync(this.dir);
-    if (this.fd !== null) closeSync(this.fd);
+    // The previous segment's descriptor stays open in the record files: its records are read from it.
     this.fd = fd;
     this.offset = this.preallocatedEnd = 0;
     this.rotateRequested = false;
     this.activeTouched = false;
-    this.segments.push({ name, firstSeq, ...identityOf(fstatSync(fd, { bigint: true })) });
+    this.segments.push({ name, firstSeq, fileId: this.files.add(fd, join(this.dir, name)), ...identityOf(fstatSync(fd, { bigint: true })) });
   }
 
   private get active(): Segment | undefined {
@@ -244,10 +261,10 @@ export class Journal implements JournalAppender {
     const names = new Set(damages.map((damage) => damage.name));
     const active = this.active;
     if (active && names.has(active.name)) {
-      closeSync(this.fd as number);
       this.fd = null;
       this.activeTouched = false;
     }
+    for (const segment of this.segments) if (names.has(segment.name)) this.abandonedFileIds.push(segment.fileId);
     this.segments = this.segments.filter((segment) => !names.has(segment.name));
     this.rotateRequested = true;
   }
@@ -257,20 +274,22 @@ export class Journal implements JournalAppender {
     while (this.segments.length > 1 && this.segments[1].firstSeq - 1 <= seq) {
       const [covered] = this.segments.splice(0, 1);
       unlinkIfPresent(join(this.dir, covered.name));
+      this.files.close(covered.fileId);
     }
     const only = this.segments[0];
     if (this.segments.length === 1 && this.activeLastSeq <= seq) {
       // The active segment is wholly covered too: start afresh on the next append.
-      if (this.fd !== null) closeSync(this.fd);
       this.fd = null;
       unlinkIfPresent(join(this.dir, only.name));
+      this.files.close(only.fileId);
       this.segments = [];
     }
+    for (const fileId of this.abandonedFileIds.splice(0)) this.files.close(fileId);
     this.bytesSinceCheckpoint = this.segments.length ? this.offset : 0;
   }
 
+  /** Stops appending; the record files (which own the descriptors) close them. */
   close(): void {
-    if (this.fd !== null) closeSync(this.fd);
     this.fd = null;
   }
 }

@@ -7,11 +7,9 @@ import { BUILTIN_REDACTION_RULES } from '../protocol/redaction.js';
 import { CloudConnection } from './cloud-connection.js';
 import { CloudSync, disabledCloudStatus } from './cloud-sync-loop.js';
 import { readSecretLine } from '../node/secret-file.js';
-import { Checkpointer } from './checkpointer.js';
 import { restoreFromCloud } from './cloud-restore.js';
 import { existingHistory, removeStrayTempFiles } from './data-dir.js';
 import { DataDirInUse, lockDataDir } from './data-dir-lock.js';
-import { Journal } from './journal.js';
 import type { Lifecycle } from './lifecycle.js';
 import { log, setLogLevel } from '../node/log.js';
 import { resolveMachineId } from './machine-id.js';
@@ -123,12 +121,19 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   }
 
   const builder = new RecordBuilder(capsOf(settings), redactionOf(settings));
-  const journal = new Journal(settings.dataDir);
-  const checkpointer = new Checkpointer({ dataFile: settings.dataFile, journal, idleMs: settings.checkpointIdleMs, journalBytes: settings.checkpointJournalBytes });
-  const store = new TaskStore({ dataDir: settings.dataDir, dataFile: settings.dataFile, machineId, maxTasks: settings.maxTasks, builder, journal, checkpointer });
+  const store = new TaskStore({
+    dataDir: settings.dataDir,
+    dataFile: settings.dataFile,
+    machineId,
+    maxTasks: settings.maxTasks,
+    builder,
+    checkpointIdleMs: settings.checkpointIdleMs,
+    checkpointJournalBytes: settings.checkpointJournalBytes,
+    cacheBytes: settings.cacheBytes,
+  });
   const subscriptions = new SubscriptionHub();
   store.onCommit((records) => subscriptions.publish(records));
-  const tamper = new TamperWatch({ store, checkpointer, journal, dataFile: settings.dataFile });
+  const tamper = new TamperWatch({ store, checkpointer: store.checkpointer, journal: store.journal, dataFile: settings.dataFile });
   const { cloudUrl } = settings;
   const cloud = cloudUrl && cloudToken ? new CloudSync({ store, url: cloudUrl, connect: () => CloudConnection.open(cloudUrl, cloudToken), retryMaxMs: settings.cloudRetryMaxMs, dataDir: settings.dataDir }) : null;
   // The replay at start trims too: it holds what the cloud cursor (read once, by the sync) lacks.
@@ -173,8 +178,8 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   }
   const stopWatchdog = startWatchdog();
   const head = store.head;
-  log.info('ready', { version: VERSION, socket: listenFd === null ? settings.socketPath : `fd ${listenFd}`, data_file: settings.dataFile, machine_id: machineId, last_seq: head.seq, tasks: store.tasks.length, running: store.runningTasks.length, cloud: settings.cloudUrl ?? 'disabled' });
-  await notifySystemd('READY=1', `STATUS=serving ${store.tasks.length} tasks, last seq ${head.seq}`, `MAINPID=${process.pid}`);
+  log.info('ready', { version: VERSION, socket: listenFd === null ? settings.socketPath : `fd ${listenFd}`, data_file: settings.dataFile, machine_id: machineId, last_seq: head.seq, tasks: store.taskCount, running: store.runningTasks.length, cloud: settings.cloudUrl ?? 'disabled' });
+  await notifySystemd('READY=1', `STATUS=serving ${store.taskCount} tasks, last seq ${head.seq}`, `MAINPID=${process.pid}`);
 
   let stopping = false;
   const stop = async (signal: string) => {

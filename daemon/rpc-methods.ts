@@ -36,11 +36,11 @@ export function registerMethods(rpc: RpcDispatcher<MethodContext>, parts: Daemon
   rpc.register(Methods.createTask, (params) => store.createTask(params));
   rpc.register(Methods.logStep, (params) => store.logStep(params));
   rpc.register(Methods.completeTask, (params) => store.completeTask(params));
-  rpc.register(Methods.getTask, (params) => store.getTask(params.task_id));
-  rpc.register(Methods.getRecent, (params) => recentTasks(store.tasks, params.count ?? DEFAULT_RECENT_COUNT));
+  rpc.register(Methods.getTask, (params) => store.taskView(store.task(params.task_id)));
+  rpc.register(Methods.getRecent, (params) => recentTasks(store.tasks, params.count ?? DEFAULT_RECENT_COUNT).map((task) => store.taskView(task)));
   rpc.register(Methods.toDict, () =>
     wholeLog(() => {
-      const tasks = store.tasks;
+      const tasks = store.tasks.map((task) => store.taskView(task));
       return { tasks, count: tasks.length, max_tasks: store.maxTasks };
     }),
   );
@@ -70,13 +70,13 @@ function status(parts: DaemonParts): StatusResult {
     machine_id: store.machineId,
     socket: parts.socketPath,
     data_file: parts.dataFile,
-    tasks: store.tasks.length,
+    tasks: store.taskCount,
     running_tasks: running.length,
     running: running.map((task) => ({
       task_id: task.task_id,
       description: task.description,
       ...(task.agent !== undefined && { agent: task.agent }),
-      steps: task.steps.length,
+      steps: task.stepSeqs.length,
       age_s: Math.round((now - task.timestamp) * 10) / 10,
     })),
     max_tasks: store.maxTasks,

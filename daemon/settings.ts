@@ -30,6 +30,7 @@ export interface Settings {
   batchConcurrency: number;
   checkpointIdleMs: number;
   checkpointJournalBytes: number;
+  cacheBytes: number;
   logLevel: LogLevel;
   redact: boolean;
   redactionRules: RedactionRule[];
@@ -61,6 +62,7 @@ const DEFAULT_MAX_BUFFERED_BYTES = 512 * 1024 * 1024;
 const DEFAULT_MAX_BATCH_REQUESTS = 1000;
 const DEFAULT_MAX_BATCH_ANSWER_BYTES = 16 * 1024 * 1024;
 const DEFAULT_BATCH_CONCURRENCY = 32;
+const DEFAULT_CACHE_BYTES = 16 * 1024 * 1024;
 /** Records and bytes per batch pushed to the cloud. */
 export const CLOUD_BATCH_RECORDS = 2000;
 export const CLOUD_BATCH_BYTES = 4 * 1024 * 1024;
@@ -85,7 +87,8 @@ const OPTIONS: { key: keyof Settings; name: string; kind: Kind; help: string; fa
   { key: 'maxBatchAnswerBytes', name: 'max-batch-answer-bytes', kind: 'int', help: "once a batch's answer holds this much, its calls not yet started are refused unexecuted (1003)", fallback: DEFAULT_MAX_BATCH_ANSWER_BYTES },
   { key: 'batchConcurrency', name: 'batch-concurrency', kind: 'int', help: 'calls of one batch running at once', fallback: DEFAULT_BATCH_CONCURRENCY },
   { key: 'checkpointIdleMs', name: 'checkpoint-idle-ms', kind: 'int', help: 'rewrite task_history.json after this long without commits', fallback: 1000 },
-  { key: 'checkpointJournalBytes', name: 'checkpoint-journal-bytes', kind: 'int', help: '...or once the journal has grown this much', fallback: 64 * 1024 * 1024 },
+  { key: 'checkpointJournalBytes', name: 'checkpoint-journal-bytes', kind: 'int', help: '...or once the journal has grown this much and by half the data file', fallback: 64 * 1024 * 1024 },
+  { key: 'cacheBytes', name: 'cache-bytes', kind: 'int', help: 'recent record content kept in memory; a log this small is held whole, so a foreign overwrite of the data file in place is repaired from memory', fallback: DEFAULT_CACHE_BYTES },
   { key: 'logLevel', name: 'log-level', kind: 'string', help: 'error, warn, info or debug', fallback: 'info' },
   { key: 'redact', name: 'redact', kind: 'bool', help: 'redact secrets before storing (--no-redact to turn off)', fallback: true },
   { key: 'cloudUrl', name: 'cloud-url', kind: 'string', help: 'cloud endpoint, ws:// or wss://…/v1/sync' },

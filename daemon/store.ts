@@ -1,7 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ChainBreak, verifyDataFile } from '../protocol/chain-verify.js';
-import type { DataFile } from '../protocol/data-file.js';
+import { ChainBreak, ChainWalker, type VerifyReport } from '../protocol/chain-verify.js';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import type { CompleteTaskInput, CreateTaskInput, LogStepInput } from '../protocol/methods.js';
 import { chainRecord, type ChainPoint, type ChainRecord, type UnchainedRecord } from '../protocol/records.js';
@@ -9,15 +8,19 @@ import type { TaskView } from '../protocol/task-view.js';
 import { NotARegularFile } from '../node/durable-files.js';
 import { log } from '../node/log.js';
 import { sha256Hex } from '../node/sha256.js';
+import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { verifyDataFileInWorker } from '../node/verify-in-worker.js';
 import { ChainPointFile } from './chain-point-file.js';
-import { ChainState } from './chain-state.js';
-import type { Checkpointer } from './checkpointer.js';
+import { ChainState, type LinePlace, type TaskMeta } from './chain-state.js';
+import { Checkpointer } from './checkpointer.js';
+import { ContentCache } from './content-cache.js';
 import { DURABLE_HEAD_FILE } from './data-dir.js';
-import { GroupCommit, type JournalAppender } from './group-commit.js';
-import type { Journal } from './journal.js';
+import { openDataFile } from './data-file-open.js';
+import { GroupCommit, type CommittedGroup, type JournalAppender } from './group-commit.js';
+import { Journal } from './journal.js';
 import type { Lifecycle } from './lifecycle.js';
 import { newTaskId, type RecordBuilder } from './record-builder.js';
+import { RecordFiles } from './record-files.js';
 
 /** The data on disk cannot be trusted: the daemon must not start (and must not overwrite it). */
 export class StoreDamaged extends Error {
@@ -43,12 +46,19 @@ export interface StoreOptions {
   machineId: string;
   maxTasks: number;
   builder: RecordBuilder;
-  /** Where the data dir's journal is read from at start. */
-  journal: Journal;
   /** What commits write through: the journal itself (a failing twin in unit tests). */
   appender?: JournalAppender;
-  checkpointer: Checkpointer;
+  checkpointIdleMs: number;
+  checkpointJournalBytes: number;
+  /** Recent record lines kept in memory (a log this small is held whole). */
+  cacheBytes: number;
 }
+
+/**
+ * Data files up to this size are verified before serving (fast); larger ones are served at once
+ * while a worker thread verifies them, and writes are refused if they do not verify.
+ */
+const VERIFY_BEFORE_SERVING_BYTES = 8 * 1024 * 1024;
 
 type CommitListener = (records: ChainRecord[]) => void;
 
@@ -62,9 +72,13 @@ type CommitListener = (records: ChainRecord[]) => void;
 export class TaskStore implements Lifecycle {
   readonly machineId: string;
   maxTasks: number;
-  private state = new ChainState();
+  private readonly files = new RecordFiles();
+  readonly journal: Journal;
+  readonly checkpointer: Checkpointer;
+  private readonly state: ChainState;
   private readonly commits: GroupCommit;
-  private readonly checkpointer: Checkpointer;
+  /** Set when the background verification of the data file failed: writes are refused. */
+  private damage: string | null = null;
   private readonly headFile: ChainPointFile;
   private headFileTimer: NodeJS.Timeout | null = null;
   private recordsSinceHeadSaved = 0;
@@ -76,67 +90,107 @@ export class TaskStore implements Lifecycle {
   private readonly listeners = new Set<CommitListener>();
   /** Seq the cloud is known to hold; trimming keeps everything above. Null: no cloud. */
   private holdAbove: number | null = null;
-  private readonly snapshot = (): DataFile => this.state.toDataFile(this.machineId, this.maxTasks);
 
   constructor(private readonly options: StoreOptions) {
     this.machineId = options.machineId;
     this.maxTasks = options.maxTasks;
     this.builder = options.builder;
-    this.checkpointer = options.checkpointer;
+    this.state = new ChainState(this.files, new ContentCache(options.cacheBytes));
+    this.journal = new Journal(options.dataDir, this.files);
+    this.checkpointer = new Checkpointer({
+      dataFile: options.dataFile,
+      journal: this.journal,
+      idleMs: options.checkpointIdleMs,
+      journalBytes: options.checkpointJournalBytes,
+      state: () => this.state,
+      header: () => ({ machineId: this.machineId, maxTasks: this.maxTasks }),
+    });
     this.headFile = new ChainPointFile(join(options.dataDir, DURABLE_HEAD_FILE), 'durable head file');
-    this.commits = new GroupCommit(options.appender ?? options.journal, options.dataDir, {
-      committed: (records) => this.committed(records),
+    this.commits = new GroupCommit(options.appender ?? this.journal, options.dataDir, {
+      committed: (group) => this.committed(group),
       failed: () => this.unstageAll(),
     });
     this.stagedHead = { ...this.state.head };
   }
 
   /**
-   * Loads and verifies the checkpoint and the journal, and checks that they reach the head the
-   * head file says was durable. Throws StoreDamaged when they do not hold up.
+   * Indexes the data file (rewriting an older format or layout first) and replays the journal
+   * after it, checking every journal record's link; checks that they reach the head the head
+   * file says was durable. A small data file is verified before serving, a large one meanwhile.
+   * Throws StoreDamaged when they do not hold up.
    */
   async start(): Promise<void> {
-    const { dataDir, dataFile, journal } = this.options;
+    const { dataDir, dataFile } = this.options;
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    let doc: DataFile | null;
-    let journalRecords: ChainRecord[];
+    let opened: Awaited<ReturnType<typeof openDataFile>>;
     try {
-      const contents = journal.load();
-      journalRecords = contents.records;
-      if (contents.droppedTailBytes) log.warn('cut a torn, never-acknowledged write off the journal', { bytes: contents.droppedTailBytes });
+      opened = await openDataFile(this.state, dataFile, this.options.cacheBytes);
     } catch (error) {
-      if (error instanceof ChainBreak || error instanceof NotARegularFile) throw new StoreDamaged(error.message);
+      if (error instanceof ChainBreak) throw new StoreDamaged(`${dataFile} ${error.seq === null ? 'is damaged' : `does not verify at seq ${error.seq}`}: ${error.reason} (${error.message})`);
+      if (error instanceof NotARegularFile) throw new StoreDamaged(error.message);
       throw error;
     }
-    try {
-      doc = await this.checkpointer.readCheckpoint();
-    } catch (error) {
-      if (error instanceof ChainBreak) throw new StoreDamaged(`${dataFile} is damaged: ${error.message} (${error.reason})`);
-      throw error;
-    }
-    if (!doc && journalRecords.length && journalRecords[0].seq !== 1) {
-      throw new StoreDamaged(`${dataFile} is missing but the journal beside it starts at seq ${journalRecords[0].seq}: records 1..${journalRecords[0].seq - 1} are gone`);
-    }
-    const base = doc ?? new ChainState().toDataFile(this.machineId, this.maxTasks);
-    try {
-      verifyDataFile(base, sha256Hex, journalRecords);
-    } catch (error) {
-      if (!(error instanceof ChainBreak)) throw error;
-      const where = error.seq === null ? '' : ` at seq ${error.seq}`;
-      throw new StoreDamaged(`${dataFile} does not verify${where}: ${error.reason} (${error.message})`);
-    }
-    this.state = ChainState.fromDataFile(base);
-    if (!doc) this.checkpointer.noteViewChanged();
-    for (const record of journalRecords) if (record.seq > this.state.head.seq) this.applyDurable(record);
+    if (opened) this.checkpointer.adoptFile(opened.fileId, opened.head.seq, opened.stats);
+    this.replayJournal(!!opened);
     this.requireDurableHead();
     this.stagedHead = this.head;
-    if (doc && doc.machine_id !== this.machineId) {
-      log.warn('the data file was written under another machine id; new tasks use this one', { file: dataFile, file_machine_id: doc.machine_id, machine_id: this.machineId });
+    if (opened && opened.machineId !== this.machineId) {
+      log.warn('the data file was written under another machine id; new tasks use this one', { file: dataFile, file_machine_id: opened.machineId, machine_id: this.machineId });
+    }
+    if (opened && !opened.verified) {
+      if (opened.stats.size <= VERIFY_BEFORE_SERVING_BYTES) this.requireVerified(verifyDataFileOnDisk(dataFile));
+      else void this.verifyInBackground();
     }
     // A missing file is written before serving (the watcher must find one); a replayed journal
     // is folded into the file soon after, off the start-up path.
-    if (!doc) await this.checkpoint();
-    else this.checkpointer.schedule(this.snapshot);
+    if (!opened) await this.checkpoint();
+    else this.checkpointer.schedule();
+  }
+
+  /** Applies the journal records after the file's head, each checked against the chain so far. */
+  private replayJournal(haveFile: boolean): void {
+    const { dataFile } = this.options;
+    const walker = new ChainWalker(this.state.head, sha256Hex);
+    let first = true;
+    try {
+      const { droppedTailBytes } = this.journal.load((record, fileId, offset, length) => {
+        if (first && !haveFile && record.seq !== 1) {
+          throw new StoreDamaged(`${dataFile} is missing but the journal beside it starts at seq ${record.seq}: records 1..${record.seq - 1} are gone`);
+        }
+        first = false;
+        if (record.seq <= this.state.head.seq) return;
+        walker.accept(record);
+        this.applyDurable(record, { fileId, offset, length });
+      });
+      if (droppedTailBytes) log.warn('cut a torn, never-acknowledged write off the journal', { bytes: droppedTailBytes });
+    } catch (error) {
+      if (error instanceof ChainBreak) {
+        const where = error.seq === null ? '' : ` at seq ${error.seq}`;
+        throw new StoreDamaged(`the journal beside ${dataFile} does not verify${where}: ${error.reason} (${error.message})`);
+      }
+      if (error instanceof NotARegularFile) throw new StoreDamaged(error.message);
+      throw error;
+    }
+  }
+
+  private requireVerified(report: VerifyReport): void {
+    if (report.ok) return;
+    const where = report.first_bad_seq === null ? '' : ` at seq ${report.first_bad_seq}`;
+    throw new StoreDamaged(`${this.options.dataFile} does not verify${where}: ${report.reason} (${report.detail})`);
+  }
+
+  /** The full verification of a large data file, on a worker thread while the daemon serves. */
+  private async verifyInBackground(): Promise<void> {
+    const { dataFile } = this.options;
+    log.info('verifying the data file in the background', { file: dataFile });
+    const report = await this.verifyOnDisk().catch((error: unknown) => ({ ok: false, first_bad_seq: null, reason: 'unreadable file', detail: String(error) }) as VerifyReport);
+    if (report.ok) {
+      log.info('the data file verifies', { file: dataFile, records: report.checked });
+      return;
+    }
+    const where = report.first_bad_seq === null ? '' : ` at seq ${report.first_bad_seq}`;
+    this.damage = `${dataFile} does not verify${where}: ${report.reason} (${report.detail}); writes are refused. Restore it (from the cloud with --restore, or from a backup) and restart`;
+    log.error('the data file does not verify; writes are refused', { file: dataFile, reason: report.reason, first_bad_seq: report.first_bad_seq ?? undefined });
   }
 
   /** The files must account for the head the head file says was durable; a fresh chain would hide the loss. */
@@ -178,33 +232,49 @@ export class TaskStore implements Lifecycle {
   /** Trimming keeps every record above `ackedSeq` until the cloud has it; null: no cloud. Set before start for the replay. */
   holdUnackedAbove(ackedSeq: number | null): void {
     this.holdAbove = ackedSeq;
-    if (this.trim()) this.checkpointer.schedule(this.snapshot);
+    if (this.trim()) this.checkpointer.schedule();
   }
 
   setMaxTasks(maxTasks: number): void {
     this.maxTasks = maxTasks;
-    if (this.trim()) this.checkpointer.schedule(this.snapshot);
+    if (this.trim()) this.checkpointer.schedule();
   }
 
   // Reads: durable state only.
 
-  getTask(taskId: string): TaskView {
+  /** The kept task of this id (1001 when there is none). */
+  task(taskId: string): TaskMeta {
     const task = this.state.tasks.get(taskId);
     if (!task) throw new RpcError(ErrorCodes.TaskNotFound, `no task ${taskId}`, { task_id: taskId });
     return task;
   }
 
-  get tasks(): TaskView[] {
+  /** A task's whole view, every step read from disk. */
+  taskView(task: TaskMeta): TaskView {
+    return this.state.taskView(task);
+  }
+
+  /** Kept tasks, in creation order. */
+  get tasks(): TaskMeta[] {
     return [...this.state.tasks.values()];
   }
 
-  get runningTasks(): TaskView[] {
+  get taskCount(): number {
+    return this.state.tasks.size;
+  }
+
+  get runningTasks(): TaskMeta[] {
     return this.state.runningTasks;
   }
 
-  /** The last journal write error, while writing keeps failing; null once a write succeeds. */
+  /** The chain state reads go through (the paged views read task heads and steps from it). */
+  get chain(): ChainState {
+    return this.state;
+  }
+
+  /** Why writes are refused: the last journal write error, or a data file that did not verify; null when all is well. */
   get storageError(): string | null {
-    return this.commits.storageError;
+    return this.damage ?? this.commits.storageError;
   }
 
   // Writes.
@@ -249,14 +319,21 @@ export class TaskStore implements Lifecycle {
 
   private commit(body: UnchainedRecord, taskId?: string, finishes = false): Promise<number> {
     if (this.closed) return Promise.reject(new RpcError(ErrorCodes.ShuttingDown));
+    if (this.damage) return Promise.reject(new RpcError(ErrorCodes.StorageFailure, this.damage, { file: this.options.dataFile }));
     const record = chainRecord(body, this.stagedHead.seq, this.stagedHead.hash, sha256Hex);
     this.stagedHead = { seq: record.seq, hash: record.hash };
     if (taskId) this.stagedTasks.set(taskId, { finished: finishes, lastSeq: record.seq });
     return this.commits.add(record);
   }
 
-  private committed(records: ChainRecord[]): void {
-    for (const record of records) this.applyDurable(record);
+  private committed({ records, lines, place }: CommittedGroup): void {
+    let offset = place.offset;
+    for (let i = 0; i < records.length; i++) {
+      const length = Buffer.byteLength(lines[i]);
+      // The place excludes the line's newline.
+      this.applyDurable(records[i], { fileId: place.fileId, offset, length: length - 1 }, lines[i].slice(0, -1));
+      offset += length;
+    }
     const last = records[records.length - 1].seq;
     for (const [taskId, staged] of this.stagedTasks) if (staged.lastSeq <= last) this.stagedTasks.delete(taskId);
     this.recordsSinceHeadSaved += records.length;
@@ -269,7 +346,7 @@ export class TaskStore implements Lifecycle {
         log.error('a commit listener failed', { error: String(error) });
       }
     }
-    this.checkpointer.schedule(this.snapshot);
+    this.checkpointer.schedule();
   }
 
   private saveHead(): void {
@@ -289,8 +366,8 @@ export class TaskStore implements Lifecycle {
    * Applies a record that is on disk. Trimming follows each record that changes the task count,
    * so replaying a journal (or a restore) ends in exactly the view the live daemon had.
    */
-  private applyDurable(record: ChainRecord): void {
-    this.state.apply(record);
+  private applyDurable(record: ChainRecord, place: LinePlace, line?: string): void {
+    this.state.apply(record, place, line);
     if (record.type === 'task_created' || record.type === 'task_completed') this.trim();
   }
 
@@ -303,7 +380,7 @@ export class TaskStore implements Lifecycle {
 
   /** Writes the data file from memory now; `force` even when nothing changed (after damage on disk). */
   checkpoint(force = false): Promise<void> {
-    return this.checkpointer.checkpoint(this.snapshot, force);
+    return this.checkpointer.checkpoint(force);
   }
 
   /** Verifies what is on disk: the checkpoint and the journal (on a worker thread: it reads the whole log). */
@@ -324,6 +401,7 @@ export class TaskStore implements Lifecycle {
     await this.checkpoint().catch(() => undefined);
     this.saveHead();
     await this.headFile.flush();
-    this.options.journal.close();
+    this.journal.close();
+    this.files.closeAll();
   }
 }

@@ -44,13 +44,18 @@ export function readRegularFileSync(path: string): Buffer {
   }
 }
 
+/** A fresh temp name beside `path`, of the shape start-up removes when a writer was killed before its rename. */
+export function durableTempPath(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${++tempCounter}.tmp`);
+}
+
 /**
  * Replaces `path` atomically and durably: a uniquely named temp file beside it (no two writers
  * collide), fsync, rename over the target, fsync of the directory. The target then holds the old
  * or the new content, never a mix, even after a power loss.
  */
 export async function writeFileDurably(path: string, content: string): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${++tempCounter}.tmp`);
+  const temp = durableTempPath(path);
   const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   try {
     await handle.writeFile(content, 'utf8');
@@ -101,5 +106,59 @@ export function fileIdentity(path: string): string | null {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw error;
+  }
+}
+
+/**
+ * A file written in pieces and put in place atomically and durably, as writeFileDurably does for
+ * one string: a temp file beside `path`, fsync, rename over it, fsync of the directory. `commit`
+ * hands over the descriptor (read and write), still open, for reading the file afterwards.
+ */
+export class DurableFileWriter {
+  private written = 0;
+
+  private constructor(
+    readonly path: string,
+    private readonly temp: string,
+    private readonly handle: Awaited<ReturnType<typeof open>>,
+  ) {}
+
+  static async create(path: string): Promise<DurableFileWriter> {
+    const temp = durableTempPath(path);
+    const handle = await open(temp, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    return new DurableFileWriter(path, temp, handle);
+  }
+
+  /** Bytes written so far: where the next piece starts. */
+  get position(): number {
+    return this.written;
+  }
+
+  async write(bytes: Buffer): Promise<void> {
+    let done = 0;
+    while (done < bytes.length) done += (await this.handle.write(bytes, done, bytes.length - done, this.written + done)).bytesWritten;
+    this.written += bytes.length;
+  }
+
+  /** Syncs, renames into place, syncs the directory; returns a descriptor of the file, which the caller closes. */
+  async commit(): Promise<number> {
+    try {
+      await this.handle.sync();
+      await rename(this.temp, this.path);
+    } catch (error) {
+      await this.abort();
+      throw error;
+    }
+    await fsyncDirectory(dirname(this.path));
+    // A descriptor of our own: the handle's would be closed when the handle is collected.
+    const fd = openSync(`/proc/self/fd/${this.handle.fd}`, constants.O_RDONLY);
+    await this.handle.close();
+    return fd;
+  }
+
+  /** Closes and removes the temp file (after a failed write). */
+  async abort(): Promise<void> {
+    await this.handle.close().catch(() => undefined);
+    await unlink(this.temp).catch(() => undefined);
   }
 }

@@ -104,15 +104,15 @@ export function tasksFromRecords(records: Iterable<ChainRecord>): Map<string, Ta
  * never, nor one `held` keeps (the daemon holds tasks the cloud has not acknowledged). The daemon
  * and the cloud's view apply this after every record, so both keep the same tasks.
  */
-export function tasksToTrim(
-  tasks: ReadonlyMap<string, TaskView>,
+export function tasksToTrim<T extends Pick<TaskView, 'status'>>(
+  tasks: ReadonlyMap<string, T>,
   maxTasks: number,
-  held: (task: TaskView) => boolean = () => false,
+  held: (task: T) => boolean = () => false,
   // The finished tasks in creation order, when the caller keeps them apart: running ones then cost nothing.
-  candidates: Iterable<TaskView> = tasks.values(),
-): TaskView[] {
+  candidates: Iterable<T> = tasks.values(),
+): T[] {
   let excess = tasks.size - maxTasks;
-  const dropped: TaskView[] = [];
+  const dropped: T[] = [];
   for (const task of candidates) {
     if (excess <= 0) break;
     if (task.status === 'running' || held(task)) continue;
@@ -123,6 +123,6 @@ export function tasksToTrim(
 }
 
 /** The newest `count` tasks, oldest first, as the original's `get_recent`. */
-export function recentTasks(tasks: TaskView[], count: number): TaskView[] {
+export function recentTasks<T>(tasks: T[], count: number): T[] {
   return tasks.slice(Math.max(0, tasks.length - count));
 }

@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { isJournalSegmentName, type DataFile } from '../protocol/data-file.js';
+import { isJournalSegmentName } from '../protocol/data-file.js';
+import { readDataFileContent } from './data-file-reading.js';
 import { GENESIS_HASH } from '../protocol/records.js';
 import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { openRawSocket, startDaemon, type RawSocket } from './daemon-harness.js';
@@ -99,12 +100,12 @@ describe('concurrent clients', () => {
 
     // After SIGTERM the file alone holds it all, and verifies.
     expect(await daemon.stop()).toEqual({ code: 0, signal: null });
-    const file = JSON.parse(readFileSync(daemon.dataFile, 'utf8')) as DataFile;
+    const file = readDataFileContent(daemon.dataFile);
     expect(file.tasks).toEqual(dict.tasks);
     expect(file.count).toBe(CLIENTS);
     expect(file.chain.anchor).toEqual({ seq: 0, hash: GENESIS_HASH });
-    expect(file.chain.stubs).toEqual([]);
-    expect(file.chain.records.map((r) => r.seq)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+    expect(file.stubs).toEqual([]);
+    expect(file.records.map((r) => r.seq)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
     expect(file.head.seq).toBe(total);
     expect(readdirSync(daemon.dataDir).filter(isJournalSegmentName)).toEqual([]); // the last checkpoint covers the journal
     expect(verifyDataFileOnDisk(daemon.dataFile)).toMatchObject({ ok: true, head: file.head });

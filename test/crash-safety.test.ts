@@ -2,12 +2,12 @@ import { seededRandom } from '../node/seeded-random.js';
 import { closeSync, openSync, readdirSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseDataFile } from '../protocol/chain-verify.js';
 import { sortedJournalSegments } from '../protocol/data-file.js';
 import { parseJournal } from '../node/journal-files.js';
 import type { ChainRecord } from '../protocol/records.js';
 import type { TaskView } from '../protocol/task-view.js';
 import { verifyDataFileOnDisk } from '../node/verify-files.js';
+import { readDataFileContent } from './data-file-reading.js';
 import { openRawSocket, startDaemon, type Daemon, type RawSocket } from './daemon-harness.js';
 import { sleep, tempDir, waitFor } from './processes.js';
 
@@ -94,8 +94,8 @@ class LoadClient {
 
 /** The whole chain as it lies in the data dir: the checkpoint's records, then the journal's newer ones. */
 function chainOnDisk(dataDir: string, dataFile: string): ChainRecord[] {
-  const doc = parseDataFile(readFileSync(dataFile, 'utf8'));
-  const records = [...doc.chain.records];
+  const doc = readDataFileContent(dataFile);
+  const records = [...doc.records];
   for (const name of sortedJournalSegments(readdirSync(dataDir))) {
     for (const record of parseJournal(readFileSync(join(dataDir, name), 'utf8')).records) {
       if (record.seq > doc.head.seq) records.push(record);
@@ -195,10 +195,10 @@ describe('kill -9 while 8 clients log', () => {
     expect(await daemon.stop('SIGTERM')).toEqual({ code: 0, signal: null });
     expect(readdirSync(dataDir).filter((name) => name.includes('.journal.'))).toEqual([]);
     const finalFile = join(dataDir, 'task_history.json');
-    const doc = parseDataFile(readFileSync(finalFile, 'utf8'));
+    const doc = readDataFileContent(finalFile);
     expect(verifyDataFileOnDisk(finalFile)).toMatchObject({ ok: true, head: doc.head });
-    expectGapFree(doc.chain.records, 'the final file');
-    expect(missingFromChain(acks.values(), doc.chain.records)).toEqual([]);
+    expectGapFree(doc.records, 'the final file');
+    expect(missingFromChain(acks.values(), doc.records)).toEqual([]);
     expect(missingFromTasks(acks.values(), doc.tasks)).toEqual([]);
   }, 180_000);
 });

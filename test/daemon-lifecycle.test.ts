@@ -2,6 +2,7 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, 
 import { dirname, join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { isJournalSegmentName, type DataFile } from '../protocol/data-file.js';
+import { readDataFileContent } from './data-file-reading.js';
 import { ErrorCodes } from '../protocol/errors.js';
 import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { openRawSocket, socketAnswers, startDaemon, type RawSocket } from './daemon-harness.js';
@@ -234,8 +235,8 @@ describe('SIGTERM', () => {
       expect(log.answers.filter((answer) => answer !== 'ok' && answer !== ErrorCodes.ShuttingDown)).toEqual([]);
     }
 
-    const file = JSON.parse(readFileSync(daemon.dataFile, 'utf8')) as DataFile;
-    const recordSeqs = new Map(file.chain.records.map((record) => [record.seq, record]));
+    const file = readDataFileContent(daemon.dataFile);
+    const recordSeqs = new Map(file.records.map((record) => [record.seq, record]));
     for (const log of logs) {
       const task = file.tasks.find((t) => t.task_id === log.taskId);
       expect(task).toBeDefined();

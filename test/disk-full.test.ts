@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseDataFile } from '../protocol/chain-verify.js';
+import { readDataFileContent } from './data-file-reading.js';
 import { ErrorCodes } from '../protocol/errors.js';
 import type { StatusResult } from '../protocol/methods.js';
 import type { TaskView } from '../protocol/task-view.js';
@@ -148,9 +148,9 @@ describe(`a data dir on a ${TMPFS_SIZE} tmpfs that fills up`, () => {
     const live = daemon as Daemon;
     raw.close();
     expect(await live.stop('SIGTERM')).toEqual({ code: 0, signal: null });
-    const doc = parseDataFile(readFileSync(live.dataFile, 'utf8'));
+    const doc = readDataFileContent(live.dataFile);
     expect(verifyDataFileOnDisk(live.dataFile)).toMatchObject({ ok: true, head: doc.head });
-    expect(doc.chain.records.map((r) => r.seq)).toEqual(Array.from({ length: doc.head.seq }, (_, i) => i + 1));
+    expect(doc.records.map((r) => r.seq)).toEqual(Array.from({ length: doc.head.seq }, (_, i) => i + 1));
 
     daemon = await startDaemon({ dataDir: live.dataDir, socketPath: live.socketPath });
     raw = await openRawSocket(daemon.socketPath);

@@ -1,4 +1,4 @@
-import type { JournalAppender } from '../daemon/group-commit.js';
+import type { JournalAppender, JournalPlace } from '../daemon/group-commit.js';
 
 /**
  * A journal twin whose every write fails, as a full disk does (ENOSPC by default), on both the
@@ -10,12 +10,12 @@ export class FailingJournal implements JournalAppender {
 
   constructor(private readonly code = 'ENOSPC') {}
 
-  appendNow(text: string, firstSeq: number, lastSeq: number): void {
+  appendNow(text: string, firstSeq: number, lastSeq: number): JournalPlace {
     this.attempts.push({ firstSeq, lastSeq, lines: lineCount(text), path: 'now' });
     throw this.error();
   }
 
-  append(text: string, firstSeq: number, lastSeq: number): Promise<void> {
+  append(text: string, firstSeq: number, lastSeq: number): Promise<JournalPlace> {
     this.attempts.push({ firstSeq, lastSeq, lines: lineCount(text), path: 'pool' });
     // Settles later, as a real fdatasync in the thread pool does: calls meanwhile stage the next group.
     return new Promise((_resolve, reject) => setTimeout(() => reject(this.error()), 10));

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { DataFile } from '../protocol/data-file.js';
+import { readDataFileContent } from './data-file-reading.js';
 import { ErrorCodes } from '../protocol/errors.js';
 import { GENESIS_HASH } from '../protocol/records.js';
 import { verifyDataFileOnDisk } from '../node/verify-files.js';
@@ -51,14 +51,14 @@ describe('max_tasks trimming', () => {
     rpc.close();
 
     expect(await daemon.stop()).toEqual({ code: 0, signal: null });
-    const file = JSON.parse(readFileSync(daemon.dataFile, 'utf8')) as DataFile;
+    const file = readDataFileContent(daemon.dataFile);
     expect(ids(file.tasks)).toEqual([running, finished[3], finished[4]]);
     expect(file.count).toBe(3);
     expect(file.max_tasks).toBe(3);
     // The running task holds seq 1, so nothing folds into the anchor: the trimmed tasks' 9 records are stubs.
-    expect(file.chain.anchor).toEqual({ seq: 0, hash: GENESIS_HASH });
-    expect(file.chain.stubs.map(([seq]) => seq)).toEqual([3, 4, 5, 6, 7, 8, 9, 10, 11]);
-    expect(file.chain.records.every((record) => record.type !== 'task_created' || !finished.slice(0, 3).includes(record.task_id))).toBe(true);
+    expect(file.anchor).toEqual({ seq: 0, hash: GENESIS_HASH });
+    expect(file.stubs.map(([seq]) => seq)).toEqual([3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    expect(file.records.every((record) => record.type !== 'task_created' || !finished.slice(0, 3).includes(record.task_id))).toBe(true);
     expect(verifyDataFileOnDisk(daemon.dataFile)).toMatchObject({ ok: true, head: { seq: status.last_seq } });
 
     // A restart loads the trimmed file and continues the chain.
@@ -95,11 +95,11 @@ describe('max_tasks trimming', () => {
     rpc.close();
     expect(await daemon.stop()).toEqual({ code: 0, signal: null });
 
-    const file = JSON.parse(readFileSync(daemon.dataFile, 'utf8')) as DataFile;
-    expect(file.chain.anchor.seq).toBe(6); // a and b: 3 records each
-    expect(file.chain.stubs).toEqual([]);
-    expect(file.chain.records.map((record) => record.seq)).toEqual([7, 8, 9, 10, 11, 12]);
-    expect(file.chain.records[0].prev_hash).toBe(file.chain.anchor.hash);
+    const file = readDataFileContent(daemon.dataFile);
+    expect(file.anchor.seq).toBe(6); // a and b: 3 records each
+    expect(file.stubs).toEqual([]);
+    expect(file.records.map((record) => record.seq)).toEqual([7, 8, 9, 10, 11, 12]);
+    expect(file.records[0].prev_hash).toBe(file.anchor.hash);
     expect(verifyDataFileOnDisk(daemon.dataFile)).toMatchObject({ ok: true, head: { seq: status.last_seq, hash: status.head_hash } });
   });
 });

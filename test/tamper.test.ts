@@ -2,9 +2,10 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { sha256Hex } from '../node/sha256.js';
-import type { DataFile } from '../protocol/data-file.js';
+import type { DataFileContent } from '../protocol/data-file-content.js';
+import { contentOfText } from './data-file-reading.js';
 import type { EventParams, StatusResult } from '../protocol/methods.js';
-import type { StepLoggedRecord, TamperDetectedRecord } from '../protocol/records.js';
+import type { TamperDetectedRecord, TaskCreatedRecord } from '../protocol/records.js';
 import type { TaskView } from '../protocol/task-view.js';
 import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { openRawSocket, startDaemon, type Daemon, type RawSocket } from './daemon-harness.js';
@@ -60,7 +61,7 @@ async function nextEvent(raw: RawSocket, type: string): Promise<EventParams> {
 function dataFileTextAt(dataFile: string, seq: number): string | null {
   if (!existsSync(dataFile)) return null;
   const text = readFileSync(dataFile, 'utf8');
-  return (JSON.parse(text) as DataFile).head.seq === seq ? text : null;
+  return contentOfText(text).head.seq === seq ? text : null;
 }
 
 function evidenceFiles(dataDir: string): string[] {
@@ -78,16 +79,16 @@ function changeOneCharacter(text: string, quotedValue: string, from: number): st
 describe('foreign edits of the data file while the daemon runs', () => {
   const edits = [
     {
-      name: 'a step output inside a record, overwritten in place',
-      target: (doc: DataFile) => {
-        const record = doc.chain.records.find((r) => r.type === 'step_logged' && r.output === 'uploaded') as StepLoggedRecord;
-        return { seq: record.seq, quoted: '"uploaded"', region: '"chain":' };
+      name: 'a task description inside its record, overwritten in place',
+      target: (doc: DataFileContent) => {
+        const record = doc.records.find((r) => r.type === 'task_created' && r.description === 'renew the certificate') as TaskCreatedRecord;
+        return { seq: record.seq, quoted: '"renew the certificate"', region: '"entries":' };
       },
       write: (foreignFile: string, dataFile: string) => runForeign('cp', [foreignFile, dataFile]),
     },
     {
       name: 'a step error in the tasks view, replaced by rename as an editor saves',
-      target: (doc: DataFile) => {
+      target: (doc: DataFileContent) => {
         const step = doc.tasks.flatMap((t) => t.steps).find((s) => s.error === 'rate limited');
         return { seq: step?.seq as number, quoted: '"rate limited"', region: '"tasks":' };
       },
@@ -106,7 +107,7 @@ describe('foreign edits of the data file while the daemon runs', () => {
       await tail.call('subscribe', {});
 
       const original = readFileSync(daemon.dataFile, 'utf8');
-      const doc = JSON.parse(original) as DataFile;
+      const doc = contentOfText(original);
       const { seq: editedSeq, quoted, region } = edit.target(doc);
       const foreign = changeOneCharacter(original, quoted, original.indexOf(region));
       const foreignFile = join(tempDir('taskhistory-foreign-'), 'edited.json');
@@ -132,8 +133,8 @@ describe('foreign edits of the data file while the daemon runs', () => {
       // The good file is back, with the tamper record on top of the daemon's own chain.
       const rewritten = await waitFor(() => dataFileTextAt(daemon.dataFile, event.seq), 10_000, 'the data file to be rewritten');
       expect(verifyDataFileOnDisk(daemon.dataFile)).toMatchObject({ ok: true, head: { seq: event.seq, hash: event.hash } });
-      const rewrittenDoc = JSON.parse(rewritten) as DataFile;
-      expect(rewrittenDoc.chain.records.slice(0, -1)).toEqual(doc.chain.records);
+      const rewrittenDoc = contentOfText(rewritten);
+      expect(rewrittenDoc.records.slice(0, -1)).toEqual(doc.records);
       expect(rewrittenDoc.tasks).toEqual(doc.tasks);
       expect(await raw.call('verify', {})).toMatchObject({ ok: true, head: { seq: event.seq } });
 
@@ -147,7 +148,7 @@ describe('foreign edits of the data file while the daemon runs', () => {
     const { daemon, raw } = await daemonWithCheckpointedHistory();
     const tail = await openRawSocket(daemon.socketPath);
     await tail.call('subscribe', {});
-    const before = JSON.parse(readFileSync(daemon.dataFile, 'utf8')) as DataFile;
+    const before = contentOfText(readFileSync(daemon.dataFile, 'utf8'));
 
     await runForeign('rm', [daemon.dataFile]);
     const event = await nextEvent(tail, 'tamper_detected');
@@ -156,8 +157,8 @@ describe('foreign edits of the data file while the daemon runs', () => {
     expect((event.record as TamperDetectedRecord).evidence_file).toBeUndefined();
 
     const restoredText = await waitFor(() => dataFileTextAt(daemon.dataFile, event.seq), 10_000, 'the data file to be written again');
-    const restored = JSON.parse(restoredText) as DataFile;
-    expect(restored.chain.records.slice(0, -1)).toEqual(before.chain.records);
+    const restored = contentOfText(restoredText);
+    expect(restored.records.slice(0, -1)).toEqual(before.records);
     expect(restored.tasks).toEqual(before.tasks);
     expect(verifyDataFileOnDisk(daemon.dataFile)).toMatchObject({ ok: true, head: { seq: event.seq } });
     expect(evidenceFiles(daemon.dataDir)).toEqual([]);

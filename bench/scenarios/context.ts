@@ -13,6 +13,8 @@ export type ContenderName = 'ours' | PeerName;
 
 export interface StartOptions {
   maxTasks?: number;
+  /** Ours only: its idle checkpoint delay. */
+  checkpointIdleMs?: number;
   /** Peers only: the step outputs to load before serving (ours is filled through its socket). */
   prefillOutputBytes?: number;
   prefillOutputSize?: number;
@@ -62,7 +64,7 @@ export function createContext(options: {
     async start(start = {}) {
       const dir = freshDir('ours');
       const running = { socketPath: join(dir, 'd.sock'), dataDir: join(dir, 'data') };
-      return { ...running, process: await startDaemon({ ...running, maxTasks: start.maxTasks, cpuProfileDir: start.cpuProfileDir }) };
+      return { ...running, process: await startDaemon({ ...running, maxTasks: start.maxTasks, checkpointIdleMs: start.checkpointIdleMs, cpuProfileDir: start.cpuProfileDir }) };
     },
   };
   const floor: Contender = {

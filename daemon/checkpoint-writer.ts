@@ -1,0 +1,176 @@
+import { createHash } from 'node:crypto';
+import { fstatSync } from 'node:fs';
+import {
+  DOCUMENT_END_LINE,
+  TASK_END_LINE,
+  TASKS_SECTION_LINE,
+  entryLine,
+  headerLine,
+  rebuildStepRecord,
+  stepViewLine,
+  stepViewOf,
+  taskHeadLine,
+} from '../protocol/data-file-v2.js';
+import { recordHash, type ChainPoint, type ChainRecord, type StepLoggedRecord } from '../protocol/records.js';
+import type { StepView, TaskView } from '../protocol/task-view.js';
+import { DurableFileWriter } from '../node/durable-files.js';
+import { sha256Hex } from '../node/sha256.js';
+import { RecordDamaged, type ChainState, type TaskMeta } from './chain-state.js';
+import { RecordForm, RecordKind } from './record-index.js';
+
+/** Bytes gathered before one write: small enough that building them never holds the event loop for long. */
+const CHUNK_BYTES = 256 * 1024;
+
+export interface CheckpointHeader {
+  machineId: string;
+  maxTasks: number;
+}
+
+/** A data file written and in place: what it covers and who it is, to tell our writes from others'. */
+export interface WrittenCheckpoint {
+  fileId: number;
+  head: ChainPoint;
+  size: number;
+  sha256: string;
+  ino: number;
+  mtimeMs: number;
+}
+
+/**
+ * Writes task_history.json (format taskhistory/2) from the chain state, streamed in chunks so that
+ * commits go on meanwhile: a snapshot of the state at the start (head, anchor, which seqs are kept,
+ * each task's head and step count), then every line copied from where it is stored (a step view of
+ * the old file as its bytes; a journal line turned into an entry and a step view). Durable and
+ * atomic: temp file, fsync, rename, directory fsync. `install` then points the index at the new
+ * file. With `repair`, every copied step is checked against its hash first and, if a foreign writer
+ * changed it in place, taken from the cache instead (RecordDamaged when the cache has it no more).
+ */
+export class CheckpointWriter {
+  private out: DurableFileWriter | null = null;
+  private readonly parts: Buffer[] = [];
+  private partBytes = 0;
+  private readonly digest = createHash('sha256');
+  private readonly newOffsets: Float64Array;
+  private readonly newLengths: Uint32Array;
+  private readonly newForms: Uint8Array;
+  readonly head: ChainPoint;
+  private readonly anchor: ChainPoint;
+  private readonly forms: Uint8Array;
+  private readonly tasks: { task: TaskMeta; head: TaskView; steps: number }[];
+
+  constructor(
+    private readonly state: ChainState,
+    private readonly dataFile: string,
+    private readonly header: CheckpointHeader,
+    private readonly repair: boolean,
+  ) {
+    this.head = { ...state.head };
+    this.anchor = { ...state.anchor };
+    this.forms = state.index.formsOf(this.anchor.seq + 1, this.head.seq);
+    this.tasks = [...state.tasks.values()].map((task) => ({ task, head: state.taskHead(task, this.head.seq), steps: task.stepSeqs.length }));
+    const range = this.head.seq - this.anchor.seq;
+    this.newOffsets = new Float64Array(range);
+    this.newLengths = new Uint32Array(range);
+    this.newForms = new Uint8Array(range);
+  }
+
+  /** Writes the file and puts it in place; throws (leaving no temp file) when the disk refuses. */
+  async write(): Promise<WrittenCheckpoint> {
+    const out = (this.out = await DurableFileWriter.create(this.dataFile));
+    try {
+      await this.writeLines();
+    } catch (error) {
+      await out.abort();
+      throw error;
+    }
+    const fd = await out.commit();
+    const { ino, mtimeMs, size } = fstatSync(fd);
+    const fileId = this.state.files.add(fd, this.dataFile);
+    return { fileId, head: this.head, size, sha256: this.digest.digest('hex'), ino, mtimeMs };
+  }
+
+  /** Points every record still kept at its line in the new file (synchronous: no read sees half of it). */
+  install(written: WrittenCheckpoint): void {
+    const { index } = this.state;
+    for (let i = 0; i < this.newForms.length; i++) {
+      const seq = this.anchor.seq + 1 + i;
+      if (!this.newForms[i] || !index.has(seq) || index.form(seq) === RecordForm.stub) continue;
+      index.setLocation(seq, { form: this.newForms[i] as 1 | 2, fileId: written.fileId, offset: this.newOffsets[i], length: this.newLengths[i], task: index.taskOf(seq) });
+    }
+  }
+
+  private async writeLines(): Promise<void> {
+    const { anchor, head, state } = this;
+    await this.put(headerLine({ machine_id: this.header.machineId, max_tasks: this.header.maxTasks, count: this.tasks.length, head, anchor }));
+    for (let seq = anchor.seq + 1; seq <= head.seq; seq++) {
+      const first = seq === anchor.seq + 1;
+      const form = this.forms[seq - anchor.seq - 1];
+      const kind = state.index.kindOf(seq);
+      if (form === RecordForm.stub || kind === RecordKind.stepLogged) {
+        await this.put(entryLine([seq, state.hashAt(seq) as string], first));
+        continue;
+      }
+      const record = this.repair ? state.record(seq) : (JSON.parse(state.storedLine(seq).toString('utf8')) as ChainRecord);
+      await this.putLocated(seq, RecordForm.recordLine, entryLine(record, first), first);
+    }
+    await this.put(TASKS_SECTION_LINE);
+    for (const [t, { task, head: taskHead, steps }] of this.tasks.entries()) {
+      await this.put(taskHeadLine(taskHead, t === 0));
+      for (let s = 0; s < steps; s++) {
+        const seq = task.stepSeqs[s];
+        await this.putLocated(seq, RecordForm.stepViewLine, stepViewLine(this.stepViewFor(task, seq), s === 0), s === 0);
+      }
+      await this.put(TASK_END_LINE);
+    }
+    await this.put(DOCUMENT_END_LINE);
+    await this.flush();
+  }
+
+  /** The step view to write for `seq`: its stored view, checked in repair mode. */
+  private stepViewFor(task: TaskMeta, seq: number): StepView {
+    const form = this.forms[seq - this.anchor.seq - 1];
+    const text = this.state.storedLine(seq).toString('utf8');
+    const view = form === RecordForm.stepViewLine ? (JSON.parse(text) as StepView) : stepViewOf(JSON.parse(text) as StepLoggedRecord);
+    if (!this.repair || this.stepMatchesHash(task, seq, view)) return view;
+    const cached = this.state.cachedLine(seq, RecordForm.recordLine);
+    if (cached !== undefined) return stepViewOf(JSON.parse(cached) as StepLoggedRecord);
+    const cachedView = this.state.cachedLine(seq, RecordForm.stepViewLine);
+    if (cachedView !== undefined) return JSON.parse(cachedView) as StepView;
+    throw new RecordDamaged(seq, this.dataFile);
+  }
+
+  private stepMatchesHash(task: TaskMeta, seq: number, view: StepView): boolean {
+    const hash = this.state.hashAt(seq) as string;
+    const record = rebuildStepRecord(view, task.task_id, this.state.hashAt(seq - 1) as string, hash, sha256Hex);
+    return recordHash(record, sha256Hex) === hash;
+  }
+
+  /** Queues a line whose content (without its leading comma and newline) is where `seq` will be read from. */
+  private async putLocated(seq: number, form: 1 | 2, line: string, first: boolean): Promise<void> {
+    const bytes = Buffer.from(line, 'utf8');
+    const i = seq - this.anchor.seq - 1;
+    this.newOffsets[i] = (this.out as DurableFileWriter).position + this.partBytes + (first ? 0 : 1);
+    this.newLengths[i] = bytes.length - (first ? 1 : 2);
+    this.newForms[i] = form;
+    await this.putBytes(bytes);
+  }
+
+  private put(line: string): Promise<void> {
+    return this.putBytes(Buffer.from(line, 'utf8'));
+  }
+
+  private async putBytes(bytes: Buffer): Promise<void> {
+    this.parts.push(bytes);
+    this.partBytes += bytes.length;
+    if (this.partBytes >= CHUNK_BYTES) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    if (this.partBytes === 0) return;
+    const chunk = Buffer.concat(this.parts, this.partBytes);
+    this.parts.length = 0;
+    this.partBytes = 0;
+    this.digest.update(chunk);
+    await (this.out as DurableFileWriter).write(chunk);
+  }
+}

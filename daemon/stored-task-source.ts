@@ -1,0 +1,69 @@
+import type { StepView, TaskView } from '../protocol/task-view.js';
+import type { ChainState, TaskMeta } from './chain-state.js';
+import type { TaskEntry, TaskSource } from './task-source.js';
+
+/** What a task head adds to its creating record's stored line: status, completion, view keys. */
+const HEAD_OVERHEAD_BYTES = 256;
+
+class StoredTaskEntry implements TaskEntry {
+  constructor(
+    private readonly chain: ChainState,
+    private readonly task: TaskMeta,
+  ) {}
+
+  get task_id(): string {
+    return this.task.task_id;
+  }
+
+  get seq(): number {
+    return this.task.seq;
+  }
+
+  get stepSeqs(): readonly number[] {
+    return this.task.stepSeqs;
+  }
+
+  get completedSeq(): number | undefined {
+    return this.task.completedSeq;
+  }
+
+  headAsOf(asOfSeq: number): Omit<TaskView, 'steps'> {
+    const { steps: _steps, ...head } = this.chain.taskHead(this.task, asOfSeq);
+    return head;
+  }
+
+  headBytes(): number {
+    return this.chain.index.lengthOf(this.task.seq) + HEAD_OVERHEAD_BYTES;
+  }
+
+  /** The stored line's length: a step view line, or a journal line (larger than its view: a safe estimate). */
+  stepBytes(index: number): number {
+    return this.chain.index.lengthOf(this.task.stepSeqs[index]);
+  }
+
+  steps(from: number, to: number): StepView[] {
+    return this.task.stepSeqs.slice(from, to).map((seq) => this.chain.stepView(seq));
+  }
+}
+
+/** The pager's TaskSource over the engine's index: heads and steps are read from disk page by page. */
+export class StoredTaskSource implements TaskSource {
+  constructor(private readonly chain: ChainState) {}
+
+  get headSeq(): number {
+    return this.chain.head.seq;
+  }
+
+  get count(): number {
+    return this.chain.tasks.size;
+  }
+
+  *tasksInOrder(afterTaskSeq: number): Iterable<TaskEntry> {
+    for (const task of this.chain.tasks.values()) if (task.seq > afterTaskSeq) yield new StoredTaskEntry(this.chain, task);
+  }
+
+  task(taskId: string): TaskEntry | undefined {
+    const task = this.chain.tasks.get(taskId);
+    return task && new StoredTaskEntry(this.chain, task);
+  }
+}
