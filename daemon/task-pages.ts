@@ -2,7 +2,7 @@ import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import type { TaskDictPage, TaskPage } from '../protocol/methods.js';
 import { taskWithSteps } from '../protocol/task-fragments.js';
 import type { TaskHistoryDict, TaskView } from '../protocol/task-view.js';
-import { decodeCursor, encodeCursor, type PagedMethod } from './page-cursor.js';
+import { decodeCursor, encodeCursor, type PagedMethod, type Snapshot } from './page-cursor.js';
 import type { TaskEntry, TaskSource } from './task-source.js';
 
 /** Room kept for the JSON-RPC envelope around a result (`{"jsonrpc":"2.0","id":…,"result":…}`) and a line's newline. */
@@ -62,9 +62,13 @@ export class TaskPager {
       this.refuseOversize('to_dict', frame + listBytes(entries, this.source.headSeq));
       return { tasks: wholeTasks(entries, this.source.headSeq), count: entries.length, max_tasks: maxTasks };
     }
-    const { asOfSeq, start } = this.startOf('to_dict', params.cursor, () => ({ taskSeq: 0, step: 0 }));
-    const page = this.page('to_dict', asOfSeq, start && this.source.tasksInOrder(start.taskSeq - 1), start, params.page_bytes);
-    return { tasks: page.tasks, count: this.source.count - count(this.source.tasksInOrder(asOfSeq)), max_tasks: maxTasks, next_cursor: page.next_cursor };
+    // The snapshot's task count is fixed by the first page, so every page says the same.
+    const { snapshot, start } = this.startOf('to_dict', params.cursor, (headSeq) => ({
+      start: { taskSeq: 0, step: 0 },
+      count: this.source.count - count(this.source.tasksInOrder(headSeq)),
+    }));
+    const page = this.page('to_dict', snapshot, start && this.source.tasksInOrder(start.taskSeq - 1), start, params.page_bytes);
+    return { tasks: page.tasks, count: snapshot.count as number, max_tasks: maxTasks, next_cursor: page.next_cursor };
   }
 
   recent(params: PageParams & { count: number }): TaskView[] | TaskPage {
@@ -75,11 +79,11 @@ export class TaskPager {
       this.refuseOversize('get_recent', 2 + listBytes(entries, headSeq));
       return wholeTasks(entries, headSeq);
     }
-    const { asOfSeq, start } = this.startOf('get_recent', params.cursor, (headSeq) => {
+    const { snapshot, start } = this.startOf('get_recent', params.cursor, (headSeq) => {
       const first = newestTaskSeqs(this.source, headSeq, params.count)[0];
-      return first === undefined ? null : { taskSeq: first, step: 0 };
+      return { start: first === undefined ? null : { taskSeq: first, step: 0 } };
     });
-    return this.page('get_recent', asOfSeq, start && this.source.tasksInOrder(start.taskSeq - 1), start, params.page_bytes);
+    return this.page('get_recent', snapshot, start && this.source.tasksInOrder(start.taskSeq - 1), start, params.page_bytes);
   }
 
   task(params: PageParams & { task_id: string }): TaskView | TaskPage {
@@ -90,28 +94,33 @@ export class TaskPager {
       this.refuseOversize('get_task', taskBytes(entry, headSeq, 0, stepsAsOf(entry, headSeq)));
       return wholeTasks([entry], headSeq)[0];
     }
-    const { asOfSeq, start } = this.startOf('get_task', params.cursor, () => ({ taskSeq: entry.seq, step: 0 }));
+    const { snapshot, start } = this.startOf('get_task', params.cursor, () => ({ start: { taskSeq: entry.seq, step: 0 } }));
     if (start && start.taskSeq !== entry.seq) {
       throw new RpcError(ErrorCodes.InvalidParams, `Invalid params: cursor: is a cursor of another task than ${params.task_id}`, {
         issues: [{ field: 'cursor', message: `is a cursor of another task than ${params.task_id}; pass null for its first page` }],
       });
     }
-    return this.page('get_task', asOfSeq, [entry], start, params.page_bytes);
+    return this.page('get_task', snapshot, [entry], start, params.page_bytes);
   }
 
   /** The snapshot and position a page starts at: fixed now for the first page (null cursor), else read from the cursor. */
-  private startOf(method: PagedMethod, cursor: string | null, first: (headSeq: number) => Position | null): { asOfSeq: number; start: Position | null } {
+  private startOf(
+    method: PagedMethod,
+    cursor: string | null,
+    first: (headSeq: number) => { start: Position | null; count?: number },
+  ): { snapshot: Snapshot; start: Position | null } {
     if (cursor === null) {
       const headSeq = this.source.headSeq;
-      return { asOfSeq: headSeq, start: first(headSeq) };
+      const { start, count } = first(headSeq);
+      return { snapshot: { asOfSeq: headSeq, ...(count !== undefined && { count }) }, start };
     }
-    const decoded = decodeCursor(cursor, method, this.source.headSeq);
-    return { asOfSeq: decoded.asOfSeq, start: { taskSeq: decoded.taskSeq, step: decoded.step } };
+    const { method: _method, taskSeq, step, ...snapshot } = decodeCursor(cursor, method, this.source.headSeq);
+    return { snapshot, start: { taskSeq, step } };
   }
 
-  private page(method: PagedMethod, asOfSeq: number, entries: Iterable<TaskEntry> | null, start: Position | null, pageBytes: number | undefined): TaskPage {
+  private page(method: PagedMethod, snapshot: Snapshot, entries: Iterable<TaskEntry> | null, start: Position | null, pageBytes: number | undefined): TaskPage {
     const budget = Math.min(pageBytes ?? this.maxPageBytes, this.maxPageBytes) - PAGE_FRAME_BYTES;
-    const filled = entries && start ? fillPage(entries, start, asOfSeq, budget) : { tasks: [], next: null, bytes: 0 };
+    const filled = entries && start ? fillPage(entries, start, snapshot.asOfSeq, budget) : { tasks: [], next: null, bytes: 0 };
     if (filled.bytes + PAGE_FRAME_BYTES > this.answerLimit) {
       // Only a single step (or head) larger than the message limit gets here: it went out alone and still does not fit.
       const task = filled.tasks[0];
@@ -121,7 +130,7 @@ export class TaskPager {
         { limit: this.options.maxMessageBytes, estimated_bytes: filled.bytes + PAGE_FRAME_BYTES, task_id: task.task_id },
       );
     }
-    const next_cursor = filled.next && encodeCursor({ method, asOfSeq, ...filled.next });
+    const next_cursor = filled.next && encodeCursor({ method, ...snapshot, ...filled.next });
     return { tasks: filled.tasks, next_cursor };
   }
 

@@ -230,7 +230,9 @@ describe('answers larger than --max-message-bytes', () => {
       ['to_dict', { cursor: 'not a cursor!' }, 'cursor'],
       ['to_dict', { cursor: Buffer.from('plain text').toString('base64url') }, 'cursor'],
       ['to_dict', { cursor: encoded({ m: 'to_dict', a: 1, t: 0 }) }, 'cursor'],
-      ['to_dict', { cursor: encoded({ m: 'to_dict', a: 1_000_000, t: 0, s: 0 }) }, 'cursor'],
+      ['to_dict', { cursor: encoded({ m: 'to_dict', a: 1_000_000, t: 0, s: 0, c: 3 }) }, 'cursor'],
+      ['to_dict', { cursor: encoded({ m: 'to_dict', a: 1, t: 0, s: 0 }) }, 'cursor'],
+      ['get_recent', { cursor: encoded({ m: 'get_recent', a: 1, t: 0, s: 0, c: 3 }) }, 'cursor'],
       ['to_dict', { cursor: '' }, 'cursor'],
       ['to_dict', { cursor: 7 }, 'cursor'],
       ['get_recent', { cursor: firstToDict }, 'cursor'],
@@ -286,6 +288,48 @@ describe('answers larger than --max-message-bytes', () => {
         expect(now.tasks.find((task) => task.task_id === task_id)).toMatchObject({ status: 'completed', steps: { length: 7 } });
       }
     } finally {
+      await client.close();
+    }
+  });
+});
+
+describe('a task trimmed by max_tasks between pages', () => {
+  it('is skipped from there on; the pages keep the count of their snapshot', async () => {
+    const daemon = await startDaemon({ args: ['--max-tasks', '2'] });
+    const client = await TaskHistoryClient.connect({ socketPath: daemon.socketPath });
+    const wire = await lineWire(daemon.socketPath);
+    try {
+      const oldest = (await client.createTask({ description: 'trimmed while read', mode: 'autonomous', steps: [] })).task_id;
+      for (let step = 1; step <= 20; step++) await client.logStep({ task_id: oldest, step_num: step, command: `part ${step}`, status: 'success', output: 'o'.repeat(1500) });
+      await client.completeTask({ task_id: oldest, final_status: 'completed' });
+      const kept = (await client.createTask({ description: 'kept', mode: 'autonomous', steps: [] })).task_id;
+      await client.completeTask({ task_id: kept, final_status: 'completed' });
+      const keptTask = await client.getTask(kept);
+
+      const first = (await wire.call('to_dict', { cursor: null, page_bytes: 4096 })).answer.result;
+      const firstOfOldest = (await wire.call('get_task', { task_id: oldest, cursor: null, page_bytes: 4096 })).answer.result;
+      expect(first.tasks.map((task: TaskView) => task.task_id)).toEqual([oldest]);
+      expect(first.count).toBe(2);
+      // A third finished task: max_tasks 2 trims the oldest.
+      const newest = (await client.createTask({ description: 'pushes the oldest out', mode: 'autonomous', steps: [] })).task_id;
+      await client.completeTask({ task_id: newest, final_status: 'completed' });
+
+      const pages = [first];
+      for (let cursor = first.next_cursor; cursor !== null; ) {
+        const page = (await wire.call('to_dict', { cursor, page_bytes: 4096 })).answer.result;
+        pages.push(page);
+        cursor = page.next_cursor;
+      }
+      const tasks = joined(pages);
+      expect(tasks.map((task) => task.task_id)).toEqual([oldest, kept]);
+      expect(tasks[0].steps).toEqual(first.tasks[0].steps);
+      expect(tasks[1]).toEqual(keptTask);
+      expect(pages.map((page) => page.count)).toEqual(pages.map(() => 2));
+
+      const rest = await wire.call('get_task', { task_id: oldest, cursor: firstOfOldest.next_cursor, page_bytes: 4096 });
+      expect(rest.answer.error.code).toBe(ErrorCodes.TaskNotFound);
+    } finally {
+      wire.close();
       await client.close();
     }
   });
