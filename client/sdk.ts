@@ -6,7 +6,11 @@ import {
   type MethodKey,
   type ParamsOf,
   type ResultOf,
+  type TaskDictPage,
+  type TaskPage,
 } from '../protocol/methods.js';
+import { appendTaskFragments } from '../protocol/task-fragments.js';
+import type { TaskHistoryDict, TaskView } from '../protocol/task-view.js';
 import { resolveSocketPath, socketUrl } from '../protocol/paths.js';
 import { currentPathEnvironment } from '../node/path-environment.js';
 import { checkSocketDirectory } from '../node/socket-directory.js';
@@ -25,7 +29,15 @@ export interface Subscription {
   unsubscribe(): Promise<void>;
 }
 
+export interface PageOptions {
+  /** Upper bound of each page in bytes; the daemon's own maximum (half its --max-message-bytes) when larger or not given. */
+  pageBytes?: number;
+}
+
 const DEFAULT_TIMEOUT_MS = 10_000;
+
+/** The methods whose answers can be larger than one message: always asked for in pages. */
+type PagedKey = 'toDict' | 'getRecent' | 'getTask';
 
 /** The daemon answered a call with a JSON-RPC error; `code` is one of protocol/errors.ts ErrorCodes. */
 export class TaskHistoryError extends Error {
@@ -133,16 +145,35 @@ export class TaskHistoryClient {
     return this.call('completeTask', params);
   }
 
-  getTask(task_id: string): Promise<ResultOf<'getTask'>> {
-    return this.call('getTask', { task_id });
+  // to_dict, get_recent and get_task are read in pages and assembled, so no answer is too large for one message.
+
+  async getTask(task_id: string): Promise<TaskView> {
+    const [task] = await this.assembled(this.pages('getTask', { task_id }));
+    return task;
   }
 
-  getRecent(count?: number): Promise<ResultOf<'getRecent'>> {
-    return this.call('getRecent', count === undefined ? {} : { count });
+  getRecent(count?: number): Promise<TaskView[]> {
+    return this.assembled(this.pages('getRecent', count === undefined ? {} : { count }));
   }
 
-  toDict(): Promise<ResultOf<'toDict'>> {
-    return this.call('toDict', {});
+  async toDict(): Promise<TaskHistoryDict> {
+    const tasks: TaskView[] = [];
+    let last: TaskDictPage | undefined;
+    for await (const page of this.toDictPages()) {
+      appendTaskFragments(tasks, page.tasks);
+      last = page;
+    }
+    const { count, max_tasks } = last as TaskDictPage;
+    return { tasks, count, max_tasks };
+  }
+
+  /**
+   * The pages of to_dict, one call each, for consumers that stream: all show the log as of the first
+   * page. A task too large for one page is split: consecutive entries with the same task_id are one
+   * task (same head), its steps continued.
+   */
+  toDictPages(options: PageOptions = {}): AsyncGenerator<TaskDictPage> {
+    return this.pages('toDict', {}, options) as AsyncGenerator<TaskDictPage>;
   }
 
   status(): Promise<ResultOf<'status'>> {
@@ -189,6 +220,23 @@ export class TaskHistoryClient {
   /** Closes the connection; calls still pending are rejected. */
   close(): Promise<void> {
     return this.transport.close();
+  }
+
+  private async *pages<K extends PagedKey>(key: K, params: Omit<ParamsOf<K>, 'cursor' | 'page_bytes'>, options: PageOptions = {}): AsyncGenerator<TaskPage> {
+    let cursor: string | null = null;
+    do {
+      const pageParams = { ...params, cursor, ...(options.pageBytes !== undefined && { page_bytes: options.pageBytes }) } as ParamsOf<K>;
+      const page = (await this.call(key, pageParams)) as TaskPage;
+      yield page;
+      cursor = page.next_cursor;
+    } while (cursor !== null);
+  }
+
+  /** The tasks of every page, a split task joined again. */
+  private async assembled(pages: AsyncIterable<TaskPage>): Promise<TaskView[]> {
+    const tasks: TaskView[] = [];
+    for await (const page of pages) appendTaskFragments(tasks, page.tasks);
+    return tasks;
   }
 
   private async call<K extends MethodKey>(key: K, params: ParamsOf<K>): Promise<ResultOf<K>> {

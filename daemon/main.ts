@@ -19,6 +19,7 @@ import { registerMethods, type MethodContext } from './rpc-methods.js';
 import { batchLimitsOf, connectionLimitsOf, daemonCommand, resolveSettings, SettingsError, type Settings } from './settings.js';
 import { SocketInUse, SocketServer } from './socket-server.js';
 import { StoreDamaged, TaskStore } from './store.js';
+import { StoredTaskSource } from './stored-task-source.js';
 import { socketAccepts } from '../node/socket-probe.js';
 import { SubscriptionHub } from './subscriptions.js';
 import { inheritedListenFd, notifySystemd, startWatchdog } from './systemd.js';
@@ -146,6 +147,8 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     dataFile: settings.dataFile,
     startedAt: Date.now(),
     store,
+    taskSource: new StoredTaskSource(store.chain),
+    maxMessageBytes: settings.maxMessageBytes,
     builder,
     subscriptions,
     tamper,

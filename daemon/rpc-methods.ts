@@ -2,7 +2,6 @@ import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import { Methods, type CloudStatus, type StatusResult } from '../protocol/methods.js';
 import { DEFAULT_RECENT_COUNT } from '../protocol/limits.js';
 import { redactionRuleInfo, BUILTIN_REDACTION_RULES } from '../protocol/redaction.js';
-import { recentTasks } from '../protocol/task-view.js';
 import type { RecordBuilder } from './record-builder.js';
 import pLimit from 'p-limit';
 import type { RpcDispatcher } from '../node/rpc-dispatch.js';
@@ -10,6 +9,8 @@ import type { Connection } from './client-connection.js';
 import type { TaskStore } from './store.js';
 import type { SubscriptionHub } from './subscriptions.js';
 import type { TamperWatch } from './tamper-watch.js';
+import { TaskPager } from './task-pages.js';
+import type { TaskSource } from './task-source.js';
 
 export interface MethodContext {
   connection: Connection;
@@ -21,6 +22,10 @@ export interface DaemonParts {
   dataFile: string;
   startedAt: number;
   store: TaskStore;
+  /** The kept tasks as the pager reads them. */
+  taskSource: TaskSource;
+  /** No answer is larger than this (--max-message-bytes). */
+  maxMessageBytes: number;
   builder: RecordBuilder;
   subscriptions: SubscriptionHub;
   tamper: TamperWatch;
@@ -33,17 +38,14 @@ export function registerMethods(rpc: RpcDispatcher<MethodContext>, parts: Daemon
   // Calls that read the whole log run one at a time, so that many of them cannot take the memory
   // and the event loop every client's writes need (verify runs on a worker thread besides).
   const wholeLog = pLimit(1);
+  // Answers of tasks never exceed --max-message-bytes: too large one-shot answers are refused (1008), pages are bounded.
+  const pager = new TaskPager(parts.taskSource, { maxMessageBytes: parts.maxMessageBytes, maxTasks: () => store.maxTasks });
   rpc.register(Methods.createTask, (params) => store.createTask(params));
   rpc.register(Methods.logStep, (params) => store.logStep(params));
   rpc.register(Methods.completeTask, (params) => store.completeTask(params));
-  rpc.register(Methods.getTask, (params) => store.taskView(store.task(params.task_id)));
-  rpc.register(Methods.getRecent, (params) => recentTasks(store.tasks, params.count ?? DEFAULT_RECENT_COUNT).map((task) => store.taskView(task)));
-  rpc.register(Methods.toDict, () =>
-    wholeLog(() => {
-      const tasks = store.tasks.map((task) => store.taskView(task));
-      return { tasks, count: tasks.length, max_tasks: store.maxTasks };
-    }),
-  );
+  rpc.register(Methods.getTask, (params) => pager.task(params));
+  rpc.register(Methods.getRecent, (params) => pager.recent({ ...params, count: params.count ?? DEFAULT_RECENT_COUNT }));
+  rpc.register(Methods.toDict, (params) => wholeLog(() => pager.toDict(params)));
   rpc.register(Methods.status, () => status(parts));
   rpc.register(Methods.subscribe, (params, context) => ({ subscription: subscriptions.subscribe(context.connection, params.task_id) }));
   rpc.register(Methods.unsubscribe, (params, context) => {

@@ -27,6 +27,11 @@ export const ErrorCodes = {
   SubscriptionNotFound: 1006,
   /** A connection or buffer bound was reached and the connection is being closed; `data.reason` says which. */
   ConnectionLimit: 1007,
+  /**
+   * The one-shot answer would be larger than `--max-message-bytes`: nothing was built or sent and the
+   * connection stays usable. `data`: `{limit, estimated_bytes, paged_form}`; ask again in the paged form.
+   */
+  AnswerTooLarge: 1008,
 
   // Cloud endpoint (2000..2099)
   /** Missing or unknown bearer token. */
@@ -52,6 +57,7 @@ export const ErrorMessages: Record<ErrorCode, string> = {
   [ErrorCodes.ShuttingDown]: 'Daemon is shutting down: request not executed',
   [ErrorCodes.SubscriptionNotFound]: 'Subscription not found',
   [ErrorCodes.ConnectionLimit]: 'Connection limit reached',
+  [ErrorCodes.AnswerTooLarge]: 'Answer too large for one message: ask for it in pages',
   [ErrorCodes.Unauthorized]: 'Unauthorized',
   [ErrorCodes.Forbidden]: 'Forbidden',
   [ErrorCodes.ChainMismatch]: 'Batch does not continue the stored chain',

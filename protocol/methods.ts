@@ -61,8 +61,34 @@ export const LogStepParams = z.strictObject({
 });
 
 export const CompleteTaskParams = z.strictObject({ task_id: taskId, final_status: z.enum(FINAL_STATUSES) });
-export const GetTaskParams = z.strictObject({ task_id: taskId });
-export const GetRecentParams = z.strictObject({ count: z.int().min(1).max(MAX_RECENT_COUNT).optional() });
+
+/** Smallest page a client may ask for: below it a page would be mostly framing. */
+export const MIN_PAGE_BYTES = 1024;
+/** A cursor is the daemon's own short token; anything longer is not one. */
+const MAX_CURSOR_CHARS = 512;
+
+/**
+ * The paged forms of to_dict, get_recent and get_task: `cursor` null asks for the first page, a
+ * page's `next_cursor` for the next one. `page_bytes` bounds each page (the daemon lowers it to its
+ * own maximum); it means nothing without `cursor`, so it is refused there.
+ */
+const pageParams = {
+  cursor: z.string().min(1).max(MAX_CURSOR_CHARS).nullable().optional(),
+  page_bytes: z.int().min(MIN_PAGE_BYTES).optional(),
+};
+function pagedParams<Shape extends z.ZodRawShape>(shape: Shape) {
+  return z.strictObject({ ...shape, ...pageParams }).refine((params) => {
+    const { page_bytes, cursor } = params as { page_bytes?: number; cursor?: string | null };
+    return page_bytes === undefined || cursor !== undefined;
+  }, {
+    path: ['page_bytes'],
+    message: 'is only for the paged form: pass cursor too (null for the first page)',
+  });
+}
+
+export const ToDictParams = pagedParams({});
+export const GetTaskParams = pagedParams({ task_id: taskId });
+export const GetRecentParams = pagedParams({ count: z.int().min(1).max(MAX_RECENT_COUNT).optional() });
 export const SubscribeParams = z.strictObject({ task_id: taskId.optional() });
 export const UnsubscribeParams = z.strictObject({ subscription: z.string() });
 
@@ -114,6 +140,22 @@ export interface StatusResult {
   cloud: CloudStatus;
 }
 
+/**
+ * A page of a paged answer. A task too large for one page is split: consecutive entries with the
+ * same task_id are fragments of one task (same head), to be joined by concatenating their steps.
+ */
+export interface TaskPage {
+  tasks: TaskView[];
+  /** Ask for the next page with this; null on the last page. */
+  next_cursor: string | null;
+}
+
+/** A page of to_dict: `count` is the number of tasks in the snapshot the pages show. */
+export interface TaskDictPage extends TaskPage {
+  count: number;
+  max_tasks: number;
+}
+
 export interface RedactionRuleInfo {
   name: string;
   description: string;
@@ -124,9 +166,10 @@ export const Methods = {
   createTask: method<{ task_id: string; seq: number }>()('create_task', CreateTaskParams),
   logStep: method<{ seq: number }>()('log_step', LogStepParams),
   completeTask: method<{ seq: number }>()('complete_task', CompleteTaskParams),
-  getTask: method<TaskView>()('get_task', GetTaskParams),
-  getRecent: method<TaskView[]>()('get_recent', GetRecentParams),
-  toDict: method<TaskHistoryDict>()('to_dict', noParams),
+  /** One-shot without `cursor`, a TaskPage with it. */
+  getTask: method<TaskView | TaskPage>()('get_task', GetTaskParams),
+  getRecent: method<TaskView[] | TaskPage>()('get_recent', GetRecentParams),
+  toDict: method<TaskHistoryDict | TaskDictPage>()('to_dict', ToDictParams),
   status: method<StatusResult>()('status', noParams),
   subscribe: method<{ subscription: string }>()('subscribe', SubscribeParams),
   unsubscribe: method<{ unsubscribed: boolean }>()('unsubscribe', UnsubscribeParams),

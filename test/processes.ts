@@ -24,8 +24,9 @@ export function spawnTracked(command: string, args: string[], options: SpawnOpti
   spawned.add(proc);
   let out = '';
   let err = '';
-  proc.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString()));
-  proc.stderr?.on('data', (chunk: Buffer) => (err += chunk.toString()));
+  // Decoded as a stream: a multi-byte character split between two chunks stays whole.
+  proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     proc.once('exit', (code, signal) => {
       spawned.delete(proc);

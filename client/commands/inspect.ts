@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { DEFAULT_RECENT_COUNT, MAX_RECENT_COUNT } from '../../protocol/limits.js';
+import { writeTaskDict } from '../export-stream.js';
 import { formatStatus, formatTask, formatTaskLine } from '../format.js';
-import { integerAtLeast, printJson, printResult, withClient } from './context.js';
+import { integerAtLeast, printResult, withClient } from './context.js';
 
 /** Commands that read the daemon's state: status, recent, show, export. */
 export function registerInspectCommands(program: Command): void {
@@ -34,6 +35,6 @@ export function registerInspectCommands(program: Command): void {
 
   program
     .command('export')
-    .description("the whole log as the original model's to_dict JSON {tasks, count, max_tasks}")
-    .action((_options, command: Command) => withClient(command, async (client) => printJson(await client.toDict())));
+    .description("the whole log as the original model's to_dict JSON {tasks, count, max_tasks}, streamed page by page")
+    .action((_options, command: Command) => withClient(command, (client) => writeTaskDict(client.toDictPages(), process.stdout)));
 }

@@ -14,7 +14,7 @@ import pwd
 import select
 import socket
 import stat
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 __all__ = [
     "TaskHistory",
@@ -377,11 +377,13 @@ class TaskHistory:
 
     def get_recent(self, count: int = 10) -> List[Dict[str, Any]]:
         """The newest ``count`` tasks, oldest first."""
-        return self._call("get_recent", {"count": count})
+        tasks, _ = self._paged("get_recent", {"count": count})
+        return tasks
 
     def to_dict(self) -> Dict[str, Any]:
         """``{tasks, count, max_tasks}``, the original's shape."""
-        return self._call("to_dict", {})
+        tasks, last_page = self._paged("to_dict", {})
+        return {"tasks": tasks, "count": last_page["count"], "max_tasks": last_page["max_tasks"]}
 
     @property
     def tasks(self) -> List[Dict[str, Any]]:
@@ -407,7 +409,8 @@ class TaskHistory:
     # The daemon's additions.
 
     def get_task(self, task_id: str) -> Dict[str, Any]:
-        return self._call("get_task", {"task_id": task_id})
+        tasks, _ = self._paged("get_task", {"task_id": task_id})
+        return tasks[0]
 
     def status(self) -> Dict[str, Any]:
         return self._call("status", {})
@@ -449,6 +452,25 @@ class TaskHistory:
         except OSError as error:
             self.close()
             raise DaemonUnavailableError(self.socket_path, "connection lost during %s (%s)" % (method, error))
+
+    def _paged(self, method: str, params: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+        """Reads every page of a paged answer (so none is too large for one line); returns its tasks and the last page.
+
+        A task too large for one page comes in fragments, consecutive entries with the same task_id:
+        their steps are joined into one task.
+        """
+        tasks: List[Dict[str, Any]] = []
+        cursor: Optional[str] = None
+        while True:
+            page = self._call(method, dict(params, cursor=cursor))
+            for fragment in page["tasks"]:
+                if tasks and tasks[-1]["task_id"] == fragment["task_id"]:
+                    tasks[-1]["steps"].extend(fragment["steps"])
+                else:
+                    tasks.append(fragment)
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return tasks, page
 
     def _open_connection(self) -> _LineConnection:
         """The current connection, replaced once if the daemon has closed it since the last call."""
