@@ -1,4 +1,4 @@
-import { DATA_FILE_FORMAT, type DataFile } from '../protocol/data-file.js';
+import { DATA_FILE_FORMAT_V1, type DataFile } from '../protocol/data-file.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord, type RecordStub } from '../protocol/records.js';
 import { applyRecordToTasks, tasksToTrim, type TaskView } from '../protocol/task-view.js';
 
@@ -170,7 +170,7 @@ export class ChainState {
       tasks,
       count: tasks.length,
       max_tasks: maxTasks,
-      format: DATA_FILE_FORMAT,
+      format: DATA_FILE_FORMAT_V1,
       machine_id: machineId,
       head: { ...this.head },
       chain: { anchor: { ...this.anchor }, stubs, records },
