@@ -2,7 +2,7 @@ import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import type { TaskDictPage, TaskPage } from '../protocol/methods.js';
 import { taskWithSteps } from '../protocol/task-fragments.js';
 import type { TaskHistoryDict, TaskView } from '../protocol/task-view.js';
-import { decodeCursor, encodeCursor, type PagedMethod, type Snapshot } from './page-cursor.js';
+import { decodeCursor, encodeCursor, invalidCursor, type PagedMethod, type Snapshot } from './page-cursor.js';
 import type { TaskEntry, TaskSource } from './task-source.js';
 
 /** Room kept for the JSON-RPC envelope around a result (`{"jsonrpc":"2.0","id":…,"result":…}`) and a line's newline. */
@@ -96,9 +96,7 @@ export class TaskPager {
     }
     const { snapshot, start } = this.startOf('get_task', params.cursor, () => ({ start: { taskSeq: entry.seq, step: 0 } }));
     if (start && start.taskSeq !== entry.seq) {
-      throw new RpcError(ErrorCodes.InvalidParams, `Invalid params: cursor: is a cursor of another task than ${params.task_id}`, {
-        issues: [{ field: 'cursor', message: `is a cursor of another task than ${params.task_id}; pass null for its first page` }],
-      });
+      throw invalidCursor(`is a cursor of another task than ${params.task_id}`);
     }
     return this.page('get_task', snapshot, [entry], start, params.page_bytes);
   }

@@ -334,3 +334,29 @@ describe('a task trimmed by max_tasks between pages', () => {
     }
   });
 });
+
+describe('a step larger than the message limit', () => {
+  it('gets 1008 naming the task instead of an oversized page; the connection stays usable', async () => {
+    const large = await startDaemon();
+    const client = await TaskHistoryClient.connect({ socketPath: large.socketPath });
+    const { task_id } = await client.createTask({ description: 'one huge step', mode: 'autonomous', steps: [] });
+    await client.logStep({ task_id, step_num: 1, command: 'cat big.log', status: 'success', output: 'b'.repeat(40_000) });
+    await client.close();
+    expect((await large.stop()).code).toBe(0);
+
+    const small = await startDaemon({ dataDir: large.dataDir, args: ['--max-message-bytes', '16384'] });
+    const wire = await lineWire(small.socketPath);
+    try {
+      for (const [method, params] of [['to_dict', { cursor: null }], ['get_task', { task_id, cursor: null }]] as const) {
+        const { bytes, answer } = await wire.call(method, params);
+        expect(bytes).toBeLessThan(16384);
+        expect(answer.error.code).toBe(ErrorCodes.AnswerTooLarge);
+        expect(answer.error.message).toContain('--max-message-bytes');
+        expect(answer.error.data).toMatchObject({ limit: 16384, task_id });
+      }
+      expect((await wire.call('status')).answer.result.tasks).toBe(1);
+    } finally {
+      wire.close();
+    }
+  });
+});
