@@ -65,7 +65,7 @@ export class TaskPager {
     // The snapshot's task count is fixed by the first page, so every page says the same.
     const { snapshot, start } = this.startOf('to_dict', params.cursor, (headSeq) => ({
       start: { taskSeq: 0, step: 0 },
-      count: this.source.count - count(this.source.tasksInOrder(headSeq)),
+      count: this.source.count - sizeOf(this.source.tasksInOrder(headSeq)),
     }));
     const page = this.page('to_dict', snapshot, start && this.source.tasksInOrder(start.taskSeq - 1), start, params.page_bytes);
     return { tasks: page.tasks, count: snapshot.count as number, max_tasks: maxTasks, next_cursor: page.next_cursor };
@@ -223,7 +223,7 @@ function newestTaskSeqs(source: TaskSource, asOfSeq: number, count: number): num
   return seqs.slice(Math.max(0, seqs.length - count));
 }
 
-function count(items: Iterable<unknown>): number {
+function sizeOf(items: Iterable<unknown>): number {
   let total = 0;
   for (const _ of items) total++;
   return total;

@@ -121,8 +121,3 @@ export function tasksToTrim(
   }
   return dropped;
 }
-
-/** The newest `count` tasks, oldest first, as the original's `get_recent`. */
-export function recentTasks(tasks: TaskView[], count: number): TaskView[] {
-  return tasks.slice(Math.max(0, tasks.length - count));
-}
