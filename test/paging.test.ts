@@ -25,14 +25,18 @@ const request = (method: string, params?: unknown) => JSON.stringify({ jsonrpc: 
 async function webSocketWire(socketPath: string): Promise<Wire> {
   const ws = new WebSocket(socketUrl(socketPath));
   await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+  let pending: { resolve(message: Buffer): void; reject(error: Error): void } | null = null;
+  ws.on('message', (data: Buffer) => pending?.resolve(data));
+  ws.on('close', (code) => pending?.reject(new Error(`the daemon closed the WebSocket (${code})`)));
   return {
     name: 'WebSocket',
-    call: (method, params) =>
-      new Promise((resolve, reject) => {
-        ws.once('message', (data: Buffer) => resolve({ bytes: data.length, answer: JSON.parse(data.toString('utf8')) }));
-        ws.once('close', (code) => reject(new Error(`the daemon closed the WebSocket (${code})`)));
+    call: async (method, params) => {
+      const data = await new Promise<Buffer>((resolve, reject) => {
+        pending = { resolve, reject };
         ws.send(request(method, params));
-      }),
+      });
+      return { bytes: data.length, answer: JSON.parse(data.toString('utf8')) };
+    },
     close: () => ws.close(),
   };
 }
