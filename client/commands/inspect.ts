@@ -5,7 +5,7 @@ import { formatStatus, formatTask, formatTaskLine } from '../format.js';
 import { integerAtLeast, printResult, withClient } from './context.js';
 
 /** Pages of `export`: small enough that the CLI's memory stays near its baseline, large enough that round trips do not dominate. */
-const EXPORT_PAGE_BYTES = 1024 * 1024;
+const EXPORT_PAGE_BYTES = 512 * 1024;
 
 /** Commands that read the daemon's state: status, recent, show, export. */
 export function registerInspectCommands(program: Command): void {
