@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import type { Adapter } from 'lowdb';
 import { sha256Hex } from '../node/sha256.js';
 import { ChainBreak, parseDataFile } from '../protocol/chain-verify.js';
-import type { DataFile } from '../protocol/data-file.js';
+import { DATA_FILE_FORMAT_V1, type DataFile } from '../protocol/data-file.js';
 import { NotARegularFile, readRegularFileSync, writeFileDurably } from '../node/durable-files.js';
 
 /** How many of our own recent writes to remember, to tell them from foreign edits. */
@@ -34,7 +34,9 @@ export class DurableJsonFile implements Adapter<DataFile> {
     // Identity by inode, size and mtime: hashing a large file here would slow every start.
     const { ino, size, mtimeMs } = lstatSync(this.path);
     this.lastWritten = { ino, size, mtimeMs };
-    return parseDataFile(text);
+    const doc = parseDataFile(text);
+    if (doc.format !== DATA_FILE_FORMAT_V1) throw new ChainBreak('unreadable file', null, `${this.path} is ${doc.format}, which this engine does not read`);
+    return doc;
   }
 
   async write(data: DataFile): Promise<void> {

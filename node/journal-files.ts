@@ -1,9 +1,10 @@
-import { readdirSync } from 'node:fs';
+import { closeSync, constants, fstatSync, readdirSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChainBreak } from '../protocol/chain-verify.js';
 import { isRecordLike, sortedJournalSegments } from '../protocol/data-file.js';
 import type { ChainRecord } from '../protocol/records.js';
-import { readRegularFileSync } from './durable-files.js';
+import { openRegularFileSync } from './durable-files.js';
+import { forEachLine } from './file-lines.js';
 
 /** Reading journal segments (format in `protocol/data-file.ts`): one reader for the daemon, the verifiers, the cloud's files and the tests. */
 export interface ParsedJournal {
@@ -60,24 +61,85 @@ export interface JournalSegment {
   nonZeroEnd: number;
 }
 
+/** A segment's facts without its records (those go to the caller one by one). */
+export interface JournalSegmentInfo extends Omit<JournalSegment, 'parsed'> {
+  parsed: Omit<ParsedJournal, 'records'>;
+}
+
 /**
- * Every journal segment in `dir`, oldest first, each read without following symbolic links
- * (NotARegularFile). Throws ChainBreak on a damaged segment; only the newest may end torn.
+ * Streams every journal segment in `dir`, oldest first, each opened without following symbolic
+ * links (NotARegularFile) and read line by line (bounded memory): `onRecord` gets each record, the
+ * segment (its facts complete once the segment is read) and where its line lies (offset, length
+ * without "\n"). Same rules as parseJournal: lines end at the first NUL byte; only the newest
+ * segment may end torn. Throws ChainBreak on a damaged segment, after the records before the damage.
  */
-export function readJournalSegments(dir: string): JournalSegment[] {
+export function scanJournalSegments(
+  dir: string,
+  onRecord: (record: ChainRecord, segment: JournalSegmentInfo, offset: number, length: number) => void,
+): JournalSegmentInfo[] {
   const names = sortedJournalSegments(readdirSync(dir));
   return names.map((name, index) => {
     const path = join(dir, name);
-    const bytes = readRegularFileSync(path);
-    const parsed = parseJournal(bytes.toString('utf8'));
-    if (parsed.damagedLine !== undefined || (parsed.tornTail && index < names.length - 1)) {
-      const seq = parsed.records.length ? parsed.records[parsed.records.length - 1].seq + 1 : null;
-      throw new ChainBreak('unreadable file', seq, `journal segment ${path} is damaged at line ${parsed.damagedLine ?? parsed.records.length + 1}`);
+    const segment: JournalSegmentInfo = { name, path, firstSeq: Number(name.split('.')[2]), parsed: { validBytes: 0, tornTail: false }, size: 0, nonZeroEnd: 0 };
+    const fd = openRegularFileSync(path, constants.O_RDONLY);
+    let lines = 0;
+    let lastSeq: number | null = null;
+    try {
+      segment.size = fstatSync(fd).size;
+      const { dataEnd } = forEachLine(
+        fd,
+        0,
+        (bytes, start, end, offset) => {
+          if (segment.parsed.damagedLine !== undefined) return;
+          lines++;
+          const record = parseJournalLine(bytes.toString('utf8', start, end));
+          if (!record) {
+            segment.parsed.damagedLine = lines;
+            return;
+          }
+          segment.parsed.validBytes = offset + end - start + 1;
+          lastSeq = record.seq;
+          onRecord(record, segment, offset, end - start);
+        },
+        0,
+      );
+      segment.nonZeroEnd = nonZeroEnd(fd, dataEnd, segment.size);
+    } finally {
+      closeSync(fd);
     }
-    let nonZeroEnd = bytes.length;
-    while (nonZeroEnd > 0 && bytes[nonZeroEnd - 1] === 0) nonZeroEnd--;
-    return { name, path, firstSeq: Number(name.split('.')[2]), parsed, size: bytes.length, nonZeroEnd };
+    // Anything but zeros after the complete lines is a write that never finished.
+    segment.parsed.tornTail = segment.parsed.damagedLine === undefined && segment.nonZeroEnd > segment.parsed.validBytes;
+    if (segment.parsed.damagedLine !== undefined || (segment.parsed.tornTail && index < names.length - 1)) {
+      throw new ChainBreak('unreadable file', lastSeq === null ? null : lastSeq + 1, `journal segment ${path} is damaged at line ${segment.parsed.damagedLine ?? lines + 1}`);
+    }
+    return segment;
   });
+}
+
+/** Where the file's bytes end without trailing zeros, reading back from its end to `dataEnd` (the first NUL). */
+function nonZeroEnd(fd: number, dataEnd: number, size: number): number {
+  const chunk = Buffer.allocUnsafe(Math.min(1 << 20, Math.max(1, size - dataEnd)));
+  for (let to = size; to > dataEnd; ) {
+    const from = Math.max(dataEnd, to - chunk.length);
+    const read = readSync(fd, chunk, 0, to - from, from);
+    for (let i = read - 1; i >= 0; i--) if (chunk[i] !== 0) return from + i + 1;
+    to = from;
+  }
+  return dataEnd;
+}
+
+/**
+ * Every journal segment in `dir` with its records, oldest first (scanJournalSegments, kept whole).
+ * Throws ChainBreak on a damaged segment; only the newest may end torn.
+ */
+export function readJournalSegments(dir: string): JournalSegment[] {
+  const records = new Map<JournalSegmentInfo, ChainRecord[]>();
+  const segments = scanJournalSegments(dir, (record, segment) => {
+    const list = records.get(segment);
+    if (list) list.push(record);
+    else records.set(segment, [record]);
+  });
+  return segments.map((segment) => ({ ...segment, parsed: { ...segment.parsed, records: records.get(segment) ?? [] } }));
 }
 
 /** Every record of the journal segments in `dir`, oldest first; throws ChainBreak on a damaged segment. */
