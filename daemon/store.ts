@@ -126,7 +126,10 @@ export class TaskStore implements Lifecycle {
     try {
       opened = await openDataFile(this.state, dataFile, this.options.cacheBytes);
     } catch (error) {
-      if (error instanceof ChainBreak) throw new StoreDamaged(`${dataFile} ${error.seq === null ? 'is damaged' : `does not verify at seq ${error.seq}`}: ${error.reason} (${error.message})`);
+      if (error instanceof ChainBreak) {
+        if (error.reason === 'unreadable file') throw new StoreDamaged(`${dataFile} is damaged: ${error.message} (${error.reason})`);
+        throw new StoreDamaged(`${dataFile} does not verify${error.seq === null ? '' : ` at seq ${error.seq}`}: ${error.reason} (${error.message})`);
+      }
       if (error instanceof NotARegularFile) throw new StoreDamaged(error.message);
       throw error;
     }
