@@ -1,5 +1,5 @@
 import type { Sha256Hex } from './canonical.js';
-import { DATA_FILE_FORMAT, type DataFile, isRecordLike } from './data-file.js';
+import { DATA_FILE_FORMAT_V1, type DataFile, isRecordLike } from './data-file.js';
 import { GENESIS_HASH, LARGE_FIELDS, recordHash, type ChainPoint, type ChainRecord, type RecordStub } from './records.js';
 import { tasksFromRecords, type TaskView } from './task-view.js';
 
@@ -113,7 +113,7 @@ export function parseDataFile(text: string): DataFile {
 function dataFileShapeProblem(doc: unknown): string | null {
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) return 'the top level is not an object';
   const d = doc as Partial<DataFile>;
-  if (d.format !== DATA_FILE_FORMAT) return `"format" is not "${DATA_FILE_FORMAT}"`;
+  if (d.format !== DATA_FILE_FORMAT_V1) return `"format" is not "${DATA_FILE_FORMAT_V1}"`;
   if (!Array.isArray(d.tasks)) return '"tasks" is not an array';
   if (!Number.isSafeInteger(d.max_tasks) || (d.max_tasks as number) < 1) return '"max_tasks" is not a positive integer';
   if (typeof d.machine_id !== 'string') return '"machine_id" is not a string';

@@ -4,25 +4,47 @@ import type { TaskHistoryDict } from './task-view.js';
 /**
  * `task_history.json`: the original's `to_dict` shape at the top (`tasks`, `count`, `max_tasks`,
  * readable by the original `TaskHistory.from_dict`), plus the chain that proves it.
+ * `chain.anchor` is the last record before everything the file holds (seq 0 and GENESIS_HASH while
+ * nothing was trimmed); `head` is the newest record in the file. The file is a checkpoint: records
+ * committed after it are in the journal segments beside it.
  *
- * `chain.records` are the records still kept, in seq order; `chain.stubs` the `[seq, hash]` of
- * trimmed records newer than the oldest kept one; `chain.anchor` the last record before all of
- * them (seq 0 and GENESIS_HASH while nothing was trimmed). `head` is the newest record in the file.
- * The file is a checkpoint: records committed after it are in the journal segments beside it.
+ * `taskhistory/2` (written today; layout in docs/format-v2.md and protocol/data-file-v2.ts): the
+ * chain holds one entry per seq, `[seq, hash]` for a step whose content is its view in `tasks` or
+ * for a trimmed record, else the record without its large fields; each output is stored once.
+ * `taskhistory/1` (still read): `chain.records` are the kept records in full, in seq order, and
+ * `chain.stubs` the `[seq, hash]` of trimmed records newer than the oldest kept one.
  */
-export const DATA_FILE_FORMAT = 'taskhistory/1';
+export const DATA_FILE_FORMAT = 'taskhistory/2';
+export const DATA_FILE_FORMAT_V1 = 'taskhistory/1';
 export const DATA_FILE_NAME = 'task_history.json';
 
-export interface DataFile extends TaskHistoryDict {
-  format: typeof DATA_FILE_FORMAT;
+interface DataFileHeader extends TaskHistoryDict {
   machine_id: string;
   head: ChainPoint;
+}
+
+export interface DataFileV1 extends DataFileHeader {
+  format: typeof DATA_FILE_FORMAT_V1;
   chain: {
     anchor: ChainPoint;
     stubs: RecordStub[];
     records: ChainRecord[];
   };
 }
+
+/** A v2 chain entry: a stub (kept step rebuilt from its view, or trimmed record) or a record without large fields. */
+export type ChainEntry = RecordStub | ChainRecord;
+
+export interface DataFileV2 extends DataFileHeader {
+  format: typeof DATA_FILE_FORMAT;
+  chain: {
+    anchor: ChainPoint;
+    entries: ChainEntry[];
+  };
+}
+
+/** The in-memory document the v1 engine builds and reads (it goes with that engine). */
+export type DataFile = DataFileV1;
 
 /**
  * Journal segments: `task_history.journal.<first seq, 12 digits>.jsonl` beside the data file, one

@@ -36,7 +36,7 @@ export interface FleetMachine {
 }
 
 /** A step in a task list: the large fields (output, error, recovery) are left out. */
-export type StepSummary = Omit<StepView, 'output' | 'error' | 'recovery'>;
+export type StepSummary = Omit<StepView, 'output' | 'error' | 'recovery' | 'writer'>;
 
 /** A task in a list: the daemon's `get_task` keys, its steps without their large fields. */
 export type FleetTaskSummary = Omit<TaskView, 'steps'> & { steps: StepSummary[] };

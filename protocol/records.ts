@@ -25,12 +25,22 @@ export type StepStatus = (typeof STEP_STATUSES)[number];
 export const FINAL_STATUSES = ['completed', 'failed', 'aborted'] as const;
 export type FinalStatus = (typeof FINAL_STATUSES)[number];
 
+/** Who wrote a record, as the kernel reported the peer (inside the hash like any other member). */
+export interface Writer {
+  uid: number;
+  gid: number;
+  pid: number;
+  comm: string;
+  exe: string;
+}
+
 interface RecordHeader {
   seq: number;
   prev_hash: string;
   hash: string;
   /** Unix seconds with sub-second precision, as Python's time.time(). */
   ts: number;
+  writer?: Writer;
 }
 
 export interface TaskCreatedRecord extends RecordHeader {

@@ -1,4 +1,5 @@
-import type { ChainRecord, FinalStatus, StepStatus, TaskMode } from './records.js';
+import { stepViewOf } from './data-file-v2.js';
+import type { ChainRecord, FinalStatus, StepStatus, TaskMode, Writer } from './records.js';
 
 /**
  * The original model's task dict. Keys and meanings are the compatibility contract; `agent`, `plan`
@@ -15,6 +16,7 @@ export interface StepView {
   started_at?: number;
   duration_ms?: number;
   exit_code?: number;
+  writer?: Writer;
   seq: number;
 }
 
@@ -30,6 +32,7 @@ export interface TaskView {
   agent?: string;
   plan: unknown[];
   seq: number;
+  writer?: Writer;
   completed_at?: number;
   /** Seq of the completing record. */
   completed_seq?: number;
@@ -61,6 +64,7 @@ export function applyRecordToTasks(tasks: Map<string, TaskView>, record: ChainRe
         ...(record.agent !== undefined && { agent: record.agent }),
         plan: record.plan,
         seq: record.seq,
+        ...(record.writer !== undefined && { writer: record.writer }),
       };
       tasks.set(task.task_id, task);
       return task;
@@ -68,15 +72,7 @@ export function applyRecordToTasks(tasks: Map<string, TaskView>, record: ChainRe
     case 'step_logged': {
       const task = tasks.get(record.task_id);
       if (!task) return undefined;
-      const step = { step: record.step, command: record.command, status: record.status, timestamp: record.ts } as StepView;
-      if (record.output !== undefined) step.output = record.output;
-      if (record.error !== undefined) step.error = record.error;
-      if (record.recovery !== undefined) step.recovery = record.recovery;
-      if (record.started_at !== undefined) step.started_at = record.started_at;
-      if (record.duration_ms !== undefined) step.duration_ms = record.duration_ms;
-      if (record.exit_code !== undefined) step.exit_code = record.exit_code;
-      step.seq = record.seq;
-      task.steps.push(step);
+      task.steps.push(stepViewOf(record));
       return task;
     }
     case 'task_completed': {

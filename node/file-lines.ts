@@ -1,0 +1,47 @@
+import { readSync } from 'node:fs';
+
+const CHUNK_BYTES = 1 << 20;
+const NEWLINE = 10;
+
+/**
+ * Calls `onLine` for every "\n"-terminated line of the file from byte `from`, reading it with
+ * readSync in 1 MiB chunks: `bytes[start..end)` is the line without its "\n", `fileOffset` where
+ * it starts in the file. A line split across chunks is joined (so lines of any length work); the
+ * buffer passed is only valid during the call. Returns the offset just after the last complete
+ * line and whether bytes without a final "\n" follow it (a torn tail).
+ */
+export function forEachLine(
+  fd: number,
+  from: number,
+  onLine: (bytes: Buffer, start: number, end: number, fileOffset: number) => void,
+): { end: number; partial: boolean } {
+  let buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+  // buffer[0..filled) holds bytes from file offset `base`; a pending line starts at 0.
+  let base = from;
+  let filled = 0;
+  for (;;) {
+    if (filled === buffer.length) {
+      const grown = Buffer.allocUnsafe(buffer.length * 2);
+      buffer.copy(grown, 0, 0, filled);
+      buffer = grown;
+    }
+    const read = readSync(fd, buffer, filled, buffer.length - filled, base + filled);
+    if (read === 0) return { end: base, partial: filled > 0 };
+    const scanFrom = filled;
+    filled += read;
+    const data = buffer.subarray(0, filled);
+    let lineStart = 0;
+    let newline = data.indexOf(NEWLINE, scanFrom);
+    while (newline !== -1) {
+      onLine(buffer, lineStart, newline, base + lineStart);
+      lineStart = newline + 1;
+      newline = data.indexOf(NEWLINE, lineStart);
+    }
+    // Keep the unfinished line at the front; only it is copied, once per chunk.
+    if (lineStart > 0) {
+      buffer.copy(buffer, 0, lineStart, filled);
+      filled -= lineStart;
+      base += lineStart;
+    }
+  }
+}

@@ -1,0 +1,219 @@
+import type { Sha256Hex } from './canonical.js';
+import { DATA_FILE_FORMAT, isRecordLike, type ChainEntry } from './data-file.js';
+import { LARGE_FIELDS, type ChainPoint, type ChainRecord, type RecordStub, type StepLoggedRecord } from './records.js';
+import type { StepView, TaskView } from './task-view.js';
+
+/**
+ * The `taskhistory/2` encoding, one item per line (docs/format-v2.md is the normative layout):
+ *
+ *   header line (ends with `"entries":[`), one chain entry per seq, `]},"tasks":[`,
+ *   per task: its head line (ends with `"steps":[`), one step view per step (`{"seq":N,...}`), `]}`,
+ *   then `]}`.
+ *
+ * Every line but the first of its list starts with the JSON array comma. The decoders below read
+ * single lines of exactly this layout for the daemon's fast scan. They return null when a line is
+ * not in the canonical layout (the caller then parses the whole document, which is still valid
+ * JSON in any layout); they never throw.
+ */
+
+export interface DataFileV2Header {
+  machine_id: string;
+  max_tasks: number;
+  count: number;
+  head: ChainPoint;
+  anchor: ChainPoint;
+}
+
+export type TaskHead = Omit<TaskView, 'steps'>;
+
+export const TASKS_SECTION_LINE = ']},"tasks":[\n';
+export const TASK_END_LINE = ']}\n';
+export const DOCUMENT_END_LINE = ']}\n';
+
+const HEADER_START = `{"format":${JSON.stringify(DATA_FILE_FORMAT)},`;
+const HEADER_END = '"entries":[';
+const STEPS_OPEN = ',"steps":[';
+
+export function headerLine(h: DataFileV2Header): string {
+  return (
+    `${HEADER_START}"machine_id":${JSON.stringify(h.machine_id)},"max_tasks":${JSON.stringify(h.max_tasks)},` +
+    `"count":${JSON.stringify(h.count)},"head":${pointJson(h.head)},"chain":{"anchor":${pointJson(h.anchor)},${HEADER_END}\n`
+  );
+}
+
+function pointJson(p: ChainPoint): string {
+  return `{"seq":${JSON.stringify(p.seq)},"hash":${JSON.stringify(p.hash)}}`;
+}
+
+/** One chain entry; a full record is written without its large fields (they live in the step view). */
+export function entryLine(entry: ChainEntry, first: boolean): string {
+  const comma = first ? '' : ',';
+  if (Array.isArray(entry)) return `${comma}[${entry[0]},${JSON.stringify(entry[1])}]\n`;
+  return `${comma}${JSON.stringify(withoutLargeFields(entry))}\n`;
+}
+
+function withoutLargeFields(record: ChainRecord): ChainRecord {
+  if (!LARGE_FIELDS.some((field) => field in record)) return record;
+  const copy = { ...record } as Record<string, unknown>;
+  for (const field of LARGE_FIELDS) delete copy[field];
+  return copy as unknown as ChainRecord;
+}
+
+/** The task's head: its view without `steps`, opening the `steps` list. */
+export function taskHeadLine(task: TaskHead | TaskView, first: boolean): string {
+  const { steps: _steps, ...head } = task as TaskView;
+  return `${first ? '' : ','}${JSON.stringify(head).slice(0, -1)}${STEPS_OPEN}\n`;
+}
+
+/** A step view with `seq` first, so that a scan reads it without parsing the line. */
+export function stepViewLine(step: StepView, first: boolean): string {
+  const { seq, ...rest } = step;
+  const body = JSON.stringify(rest);
+  return `${first ? '' : ','}{"seq":${seq}${body === '{}' ? '}' : `,${body.slice(1)}`}\n`;
+}
+
+/** What the chain section holds for a kept record: a stub when the step view rebuilds it, else the record. */
+export function chainEntryOf(record: ChainRecord): ChainEntry {
+  if (record.type === 'step_logged' && record.elided === undefined) return [record.seq, record.hash];
+  return withoutLargeFields(record);
+}
+
+/** The step view a step record gives (the one conversion, used by applyRecordToTasks too). */
+export function stepViewOf(record: StepLoggedRecord): StepView {
+  const step = { step: record.step, command: record.command, status: record.status, timestamp: record.ts } as StepView;
+  if (record.output !== undefined) step.output = record.output;
+  if (record.error !== undefined) step.error = record.error;
+  if (record.recovery !== undefined) step.recovery = record.recovery;
+  if (record.started_at !== undefined) step.started_at = record.started_at;
+  if (record.duration_ms !== undefined) step.duration_ms = record.duration_ms;
+  if (record.exit_code !== undefined) step.exit_code = record.exit_code;
+  if (record.writer !== undefined) step.writer = record.writer;
+  step.seq = record.seq;
+  return step;
+}
+
+/**
+ * The step record a view stands for (the spec's one rebuilding rule). It is the original record
+ * exactly when `recordHash(result) === hash`; the caller checks that.
+ */
+export function rebuildStepRecord(view: StepView, taskId: string, prevHash: string, hash: string, sha256Hex: Sha256Hex): StepLoggedRecord {
+  const record = {
+    type: 'step_logged',
+    ts: view.timestamp,
+    task_id: taskId,
+    step: view.step,
+    command: view.command,
+    status: view.status,
+  } as StepLoggedRecord;
+  for (const field of LARGE_FIELDS) if (view[field] !== undefined) record[field] = view[field];
+  if (view.started_at !== undefined) record.started_at = view.started_at;
+  if (view.duration_ms !== undefined) record.duration_ms = view.duration_ms;
+  if (view.exit_code !== undefined) record.exit_code = view.exit_code;
+  if (view.writer !== undefined) record.writer = view.writer;
+  record.seq = view.seq;
+  record.prev_hash = prevHash;
+  for (const field of LARGE_FIELDS) {
+    const text = view[field];
+    if (text !== undefined) record[`${field}_sha256`] = sha256Hex(text);
+  }
+  record.hash = hash;
+  return record;
+}
+
+/** In-memory content of a data file: exactly the members of a v1 document. */
+export interface DataFileContent {
+  machine_id: string;
+  max_tasks: number;
+  head: ChainPoint;
+  anchor: ChainPoint;
+  /** `[seq, hash]` of trimmed records. */
+  stubs: RecordStub[];
+  /** The kept records, with their large fields. */
+  records: ChainRecord[];
+  tasks: TaskView[];
+}
+
+/** The whole v2 document, line by line. Stubs and records are each in seq order; together they cover anchor+1..head. */
+export function* dataFileV2Lines(doc: DataFileContent): Generator<string> {
+  yield headerLine({ machine_id: doc.machine_id, max_tasks: doc.max_tasks, count: doc.tasks.length, head: doc.head, anchor: doc.anchor });
+  let s = 0;
+  let r = 0;
+  let first = true;
+  while (s < doc.stubs.length || r < doc.records.length) {
+    const takeStub = r >= doc.records.length || (s < doc.stubs.length && doc.stubs[s][0] < doc.records[r].seq);
+    yield entryLine(takeStub ? doc.stubs[s++] : chainEntryOf(doc.records[r++]), first);
+    first = false;
+  }
+  yield TASKS_SECTION_LINE;
+  for (let t = 0; t < doc.tasks.length; t++) {
+    const task = doc.tasks[t];
+    yield taskHeadLine(task, t === 0);
+    for (let i = 0; i < task.steps.length; i++) yield stepViewLine(task.steps[i], i === 0);
+    yield TASK_END_LINE;
+  }
+  yield DOCUMENT_END_LINE;
+}
+
+// ---- decoders for the fast scan (lines without their "\n") ----
+
+const STUB_LINE = /^,?\[(\d{1,16}),"([0-9a-f]{64})"\]$/;
+const STEP_SEQ = /^,?\{"seq":(\d{1,16}),/;
+
+export interface EntryPeek {
+  seq: number;
+  hash: string;
+  /** A full record (then `record` is it), else a `[seq, hash]` stub. */
+  full: boolean;
+  record?: ChainRecord;
+}
+
+/** The seq and hash of a chain entry line; `[seq,"hash"]` is read without JSON.parse. */
+export function peekEntrySeqHash(line: string): EntryPeek | null {
+  const stub = STUB_LINE.exec(line);
+  if (stub) return safeSeq(stub[1]) === null ? null : { seq: Number(stub[1]), hash: stub[2], full: false };
+  const value = parseJson(line.startsWith(',') ? line.slice(1) : line);
+  if (!isRecordLike(value)) return null;
+  return { seq: value.seq, hash: value.hash, full: true, record: value };
+}
+
+/** The seq of a step view line, from its `{"seq":N,` prefix. */
+export function peekStepSeq(line: string): number | null {
+  const match = STEP_SEQ.exec(line);
+  return match ? safeSeq(match[1]) : null;
+}
+
+export function isTaskHeadLine(line: string): boolean {
+  return /^,?\{"task_id":/.test(line) && line.endsWith(STEPS_OPEN);
+}
+
+export function parseTaskHead(line: string): TaskHead | null {
+  if (!isTaskHeadLine(line)) return null;
+  const value = parseJson(`${line.slice(line.startsWith(',') ? 1 : 0, -STEPS_OPEN.length)}}`) as Partial<TaskHead> | null;
+  if (!value || typeof value !== 'object' || typeof value.task_id !== 'string' || !Number.isSafeInteger(value.seq)) return null;
+  return value as TaskHead;
+}
+
+export function parseHeader(line: string): DataFileV2Header | null {
+  if (!line.startsWith(HEADER_START) || !line.endsWith(HEADER_END)) return null;
+  const value = parseJson(`${line}]}}`) as { machine_id?: unknown; max_tasks?: unknown; count?: unknown; head?: unknown; chain?: { anchor?: unknown } } | null;
+  if (!value || typeof value.machine_id !== 'string' || !Number.isSafeInteger(value.max_tasks) || !Number.isSafeInteger(value.count)) return null;
+  if (!isPoint(value.head) || !isPoint(value.chain?.anchor)) return null;
+  return { machine_id: value.machine_id, max_tasks: value.max_tasks as number, count: value.count as number, head: value.head, anchor: value.chain.anchor };
+}
+
+function isPoint(p: unknown): p is ChainPoint {
+  return !!p && typeof p === 'object' && Number.isSafeInteger((p as ChainPoint).seq) && typeof (p as ChainPoint).hash === 'string';
+}
+
+function safeSeq(digits: string): number | null {
+  const n = Number(digits);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
