@@ -66,7 +66,7 @@ export function formatStatus(status: StatusResult): string[] {
     ['data file', `${line(status.data_file)} (checkpoint at seq ${status.checkpoint_seq})`],
     ['tasks', `${status.tasks} (max ${status.max_tasks}), ${status.running_tasks} running`],
     ['head', `seq ${status.last_seq}, hash ${status.head_hash}`],
-    ['yours', `${status.caller.uid === null ? 'no attribution: ' : `uid ${status.caller.uid}, `}sees ${status.caller.sees === 'all' ? 'every task' : 'its own tasks'}: ${status.caller.tasks}, ${status.caller.running_tasks} running`],
+    ['you', `${status.caller.uid === null ? 'no attribution' : `uid ${status.caller.uid}`}, seeing ${status.caller.sees === 'all' ? 'every task' : 'your own tasks'}: ${status.caller.tasks} tasks, ${status.caller.running_tasks} running`],
     ['tamper', tamper.count === 0 ? 'none detected' : `${tamper.count} detected${lastTamper}`],
     ['redaction', status.redaction ? 'on' : 'off'],
     ['cloud', cloudLine],

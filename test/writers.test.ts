@@ -102,6 +102,8 @@ describe('writers and per-user views on a shared socket', () => {
   let created: { users: string[]; groups: string[] };
   let daemon: Daemon;
   let root: RawSocket;
+  /** Root's subscription to every record, on a socket of its own (its reader takes every message). */
+  let recorder: RawSocket;
   let scriptFile: string;
   let socketPath: string;
   /** Every committed record, as root's subscription saw it. */
@@ -119,10 +121,11 @@ describe('writers and per-user views on a shared socket', () => {
     socketPath = join(dir, 'run', 'taskhistoryd.sock');
     daemon = await startDaemon({ socketPath, args: ['--socket-group', SOCKET_GROUP, '--admin-group', ADMIN_GROUP, '--checkpoint-idle-ms', '100'] });
     root = await openRawSocket(socketPath);
-    await root.call('subscribe', {});
+    recorder = await openRawSocket(socketPath);
+    await recorder.call('subscribe', {});
     void (async () => {
       for (;;) {
-        const message = await root.next(60_000).catch(() => null);
+        const message = await recorder.next(120_000).catch(() => null);
         if (message === null) return;
         if (message.method === 'event') records.push((message.params as EventParams).record);
       }
@@ -131,6 +134,7 @@ describe('writers and per-user views on a shared socket', () => {
 
   afterAll(async () => {
     root?.close();
+    recorder?.close();
     await daemon?.stop();
     for (const user of created?.users ?? []) spawnSync('userdel', [user]);
     for (const group of created?.groups ?? []) spawnSync('groupdel', [group]);
@@ -319,8 +323,9 @@ describe('writers and per-user views on a shared socket', () => {
   });
 
   it("signs the daemon's own records (tamper_detected) with the daemon's writer", async () => {
+    const before = (await root.call('status', {})).last_seq as number;
     writeFileSync(daemon.dataFile, '{"not": "a history"}\n');
-    const tamper = await waitFor(() => records.find((record) => record.type === 'tamper_detected'), 15_000, 'a tamper_detected record');
+    const tamper = await waitFor(() => records.find((record) => record.type === 'tamper_detected' && record.seq > before), 15_000, 'a tamper_detected record');
     expect(tamper.writer).toEqual({ uid: 0, gid: 0, pid: daemon.pid, comm: 'node', exe: NODE_EXE });
   });
 });
