@@ -3,9 +3,12 @@ import { chmodSync, cpSync, realpathSync, symlinkSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventParams, StatusResult } from '../protocol/methods.js';
-import type { ChainRecord, Writer } from '../protocol/records.js';
+import { ChainWalker } from '../protocol/chain-verify.js';
+import { GENESIS_HASH, type ChainRecord, type Writer } from '../protocol/records.js';
+import { sha256Hex } from '../node/sha256.js';
 import type { TaskView } from '../protocol/task-view.js';
 import { CLI_BIN, DAEMON_BIN, environmentWithoutSettings, openRawSocket, REPO, startDaemon, type Daemon, type RawSocket } from './daemon-harness.js';
+import { fileBackend, httpGet, openCloudSocket, startCloud, writeTokensFile } from './cloud-harness.js';
 import { spawnTracked, tempDir, waitFor } from './processes.js';
 
 /**
@@ -327,6 +330,38 @@ describe('writers and per-user views on a shared socket', () => {
     writeFileSync(daemon.dataFile, '{"not": "a history"}\n');
     const tamper = await waitFor(() => records.find((record) => record.type === 'tamper_detected' && record.seq > before), 15_000, 'a tamper_detected record');
     expect(tamper.writer).toEqual({ uid: 0, gid: 0, pid: daemon.pid, comm: 'node', exe: NODE_EXE });
+  });
+});
+
+describe('the cloud keeps the writer', () => {
+  it('stores each record with its writer, its chain verifies, and the fleet task detail shows it', async () => {
+    const tokens = { machine: 'writers-machine-token-0123456789', admin: 'writers-admin-token-0123456789' };
+    const cloud = await startCloud(await fileBackend.newSite(), { tokensFile: writeTokensFile([{ token: tokens.machine, machine_id: 'test-machine' }, { token: tokens.admin, admin: true }]) });
+    const tokenFile = join(tempDir('taskhistory-writers-token-'), 'token');
+    writeFileSync(tokenFile, `${tokens.machine}\n`, { mode: 0o600 });
+    const daemon = await startDaemon({ args: ['--cloud-url', cloud.url, '--cloud-token-file', tokenFile, '--cloud-retry-max-ms', '300'] });
+    const raw = await openRawSocket(daemon.socketPath);
+    const { task_id: taskId } = await raw.call('create_task', { description: 'synced with its writer', mode: 'autonomous', steps: [] });
+    const { seq } = await raw.call('log_step', { task_id: taskId, step_num: 1, command: 'sync', status: 'success', output: 'pushed' });
+    const local: TaskView = await raw.call('get_task', { task_id: taskId });
+    await waitFor(async () => (await raw.call('status', {})).cloud.acked_seq >= seq, 20_000, 'the cloud to acknowledge the step');
+
+    const admin = await openCloudSocket(cloud.url, tokens.admin);
+    const pulled: ChainRecord[] = (await admin.call('pull', { machine_id: 'test-machine', after_seq: 0, limit: 100 })).records;
+    admin.close();
+    // The writer is inside each hash: the cloud's records still chain from genesis.
+    const walker = new ChainWalker({ seq: 0, hash: GENESIS_HASH }, sha256Hex);
+    for (const record of pulled) walker.accept(record);
+    const stored = pulled.filter((record) => 'task_id' in record && record.task_id === taskId);
+    expect(stored.map((record) => record.writer)).toEqual([local.writer, local.steps[0].writer]);
+    expect(local.writer).toMatchObject({ uid: 0, exe: NODE_EXE });
+    const detail = await (await httpGet(cloud, `/v1/machines/test-machine/tasks/${taskId}`, tokens.admin)).json();
+    expect(detail.writer).toEqual(local.writer);
+    expect(detail.steps[0].writer).toEqual(local.steps[0].writer);
+    raw.close();
+    await daemon.stop();
+    process.kill(cloud.pid, 'SIGTERM');
+    await cloud.exited;
   });
 });
 
