@@ -1,35 +1,38 @@
+import { Low } from 'lowdb';
 import type { ChainPoint } from '../protocol/records.js';
-import { NotARegularFile, readRegularFileSync, writeFileDurably } from '../node/durable-files.js';
+import { NotARegularFile } from '../node/durable-files.js';
+import { DurableJsonFile } from '../node/durable-json-file.js';
 import { log } from '../node/log.js';
 
 /**
- * One chain point ({seq, hash}) kept in a small JSON file of the data dir, written durably
- * (temp file, fsync, rename, directory fsync). Saves are coalesced, newest wins: while one write
- * is in flight only the newest pending point is kept.
+ * One chain point ({seq, hash}) kept in a small JSON file of the data dir, through lowdb and its
+ * durable adapter (temp file, fsync, rename, directory fsync). Saves are coalesced, newest wins:
+ * while one write is in flight only the newest pending point is kept.
  */
 export class ChainPointFile {
   private pending: ChainPoint | null = null;
   private writing: Promise<void> | null = null;
+  private readonly file: DurableJsonFile<ChainPoint | null>;
+  private readonly db: Low<ChainPoint | null>;
 
   constructor(
     readonly path: string,
     /** What the file is, for log lines. */
     private readonly role: string,
-  ) {}
+  ) {
+    this.file = new DurableJsonFile(path, parseChainPoint);
+    this.db = new Low(this.file, null);
+  }
 
   /** The stored point, or null when there is none (or it is unreadable, which is logged). */
   load(): ChainPoint | null {
-    let text: string;
     try {
-      text = readRegularFileSync(this.path).toString('utf8');
+      return this.file.readSync();
     } catch (error) {
       if (error instanceof NotARegularFile) log.warn(`ignoring the ${this.role}`, { file: this.path, error: error.message });
-      else if ((error as NodeJS.ErrnoException).code !== 'ENOENT') log.warn(`cannot read the ${this.role}`, { file: this.path, error: (error as Error).message });
+      else log.warn(`ignoring a ${this.role} that cannot be read`, { file: this.path, error: (error as Error).message });
       return null;
     }
-    const point = parseChainPoint(text);
-    if (!point) log.warn(`ignoring a ${this.role} that is not {seq, hash}`, { file: this.path });
-    return point;
   }
 
   /** Records a new point; the write happens in the background. */
@@ -48,7 +51,8 @@ export class ChainPointFile {
       const point = this.pending;
       this.pending = null;
       try {
-        await writeFileDurably(this.path, `${JSON.stringify(point)}\n`);
+        this.db.data = point;
+        await this.db.write();
       } catch (error) {
         log.warn(`cannot write the ${this.role}`, { file: this.path, error: (error as Error).message });
       }
@@ -57,12 +61,14 @@ export class ChainPointFile {
   }
 }
 
-export function parseChainPoint(text: string): ChainPoint | null {
+/** The point a file's text holds; throws when it is not `{seq, hash}`. */
+function parseChainPoint(text: string): ChainPoint {
+  let point: Partial<ChainPoint> | null = null;
   try {
-    const point = JSON.parse(text) as Partial<ChainPoint>;
-    if (Number.isSafeInteger(point.seq) && (point.seq as number) >= 0 && typeof point.hash === 'string') return { seq: point.seq as number, hash: point.hash };
+    point = JSON.parse(text) as Partial<ChainPoint>;
   } catch {
-    // not JSON
+    // not JSON: refused below
   }
-  return null;
+  if (point && Number.isSafeInteger(point.seq) && (point.seq as number) >= 0 && typeof point.hash === 'string') return { seq: point.seq as number, hash: point.hash };
+  throw new Error('it is not {seq, hash}');
 }

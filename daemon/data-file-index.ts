@@ -29,7 +29,7 @@ const DOCUMENT_END = lineText(DOCUMENT_END_LINE);
  * does not fit the layout. With `cacheLines`, keeps every line's text (a small file is held whole).
  */
 export function indexDataFile(state: ChainState, fd: number, fileId: number, cacheLines: boolean): IndexedDataFile {
-  let section: 'header' | 'entries' | 'tasks' | 'end' = 'header';
+  let section = 'header' as 'header' | 'entries' | 'tasks' | 'end';
   let header: ReturnType<typeof parseHeader> = null;
   let taskId: string | null = null;
   let tasksSeen = 0;
@@ -68,7 +68,7 @@ export function indexDataFile(state: ChainState, fd: number, fileId: number, cac
           state.appendHash(entry.seq, entry.hash);
           return;
         }
-        const record = JSON.parse(text.slice(comma)) as ChainRecord;
+        const record = entry.record as ChainRecord;
         // A step kept whole (it carries `elided`) has its texts in its view: the whole-document path handles it.
         if (record.type === 'step_logged') fail(`seq ${record.seq} is a step record kept whole`);
         if (record.type !== 'tamper_detected' && record.type !== 'task_created' && !state.tasks.has(record.task_id)) fail(`seq ${record.seq} is about a task not created before it`);

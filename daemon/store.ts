@@ -143,8 +143,10 @@ export class TaskStore implements Lifecycle {
     }
     // A missing file is written before serving (the watcher must find one); a replayed journal
     // is folded into the file soon after, off the start-up path.
-    if (!opened) await this.checkpoint();
-    else this.checkpointer.schedule();
+    if (!opened) {
+      this.checkpointer.noteViewChanged();
+      await this.checkpoint();
+    } else this.checkpointer.schedule();
   }
 
   /** Applies the journal records after the file's head, each checked against the chain so far. */

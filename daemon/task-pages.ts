@@ -2,7 +2,7 @@ import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import type { TaskDictPage, TaskPage } from '../protocol/methods.js';
 import { taskWithSteps } from '../protocol/task-fragments.js';
 import type { TaskHistoryDict, TaskView } from '../protocol/task-view.js';
-import { decodeCursor, encodeCursor, type PagedMethod, type Snapshot } from './page-cursor.js';
+import { decodeCursor, encodeCursor, invalidCursor, type PagedMethod, type Snapshot } from './page-cursor.js';
 import type { TaskEntry, TaskSource } from './task-source.js';
 
 /** Room kept for the JSON-RPC envelope around a result (`{"jsonrpc":"2.0","id":…,"result":…}`) and a line's newline. */
@@ -65,7 +65,7 @@ export class TaskPager {
     // The snapshot's task count is fixed by the first page, so every page says the same.
     const { snapshot, start } = this.startOf('to_dict', params.cursor, (headSeq) => ({
       start: { taskSeq: 0, step: 0 },
-      count: this.source.count - count(this.source.tasksInOrder(headSeq)),
+      count: this.source.count - sizeOf(this.source.tasksInOrder(headSeq)),
     }));
     const page = this.page('to_dict', snapshot, start && this.source.tasksInOrder(start.taskSeq - 1), start, params.page_bytes);
     return { tasks: page.tasks, count: snapshot.count as number, max_tasks: maxTasks, next_cursor: page.next_cursor };
@@ -96,9 +96,7 @@ export class TaskPager {
     }
     const { snapshot, start } = this.startOf('get_task', params.cursor, () => ({ start: { taskSeq: entry.seq, step: 0 } }));
     if (start && start.taskSeq !== entry.seq) {
-      throw new RpcError(ErrorCodes.InvalidParams, `Invalid params: cursor: is a cursor of another task than ${params.task_id}`, {
-        issues: [{ field: 'cursor', message: `is a cursor of another task than ${params.task_id}; pass null for its first page` }],
-      });
+      throw invalidCursor(`is a cursor of another task than ${params.task_id}`);
     }
     return this.page('get_task', snapshot, [entry], start, params.page_bytes);
   }
@@ -225,7 +223,7 @@ function newestTaskSeqs(source: TaskSource, asOfSeq: number, count: number): num
   return seqs.slice(Math.max(0, seqs.length - count));
 }
 
-function count(items: Iterable<unknown>): number {
+function sizeOf(items: Iterable<unknown>): number {
   let total = 0;
   for (const _ of items) total++;
   return total;

@@ -15,6 +15,10 @@ export interface TaskSource {
   readonly count: number;
 }
 
+/**
+ * Byte estimates size pages and decide when a one-shot answer is refused: they may be rough (a page
+ * is half the message limit) but should not undercount by much, or an answer could pass the limit.
+ */
 export interface TaskEntry {
   readonly task_id: string;
   /** The creating record's seq. */

@@ -1,22 +1,14 @@
 import type { Sha256Hex } from './canonical.js';
 import { DATA_FILE_FORMAT_V1, type DataFileV1, type DataFileV2 } from './data-file.js';
-import { rebuildStepRecord } from './data-file-v2.js';
-import { LARGE_FIELDS, type ChainPoint, type ChainRecord, type RecordStub, type StepLoggedRecord } from './records.js';
-import type { StepView, TaskView } from './task-view.js';
+import { rebuildStepRecord, type DataFileContent } from './data-file-v2.js';
+import { LARGE_FIELDS, type ChainRecord, type RecordStub, type StepLoggedRecord } from './records.js';
+import type { StepView } from './task-view.js';
 
-/** What a data file holds, whatever its format: the kept records with their texts, the stubs of trimmed ones, the tasks. */
-export interface DataFileContent {
-  machine_id: string;
-  max_tasks: number;
-  head: ChainPoint;
-  anchor: ChainPoint;
-  stubs: RecordStub[];
-  records: ChainRecord[];
-  tasks: TaskView[];
-}
+export type { DataFileContent };
 
 /**
- * The content of a parsed data file. A taskhistory/2 step is rebuilt from its view (the one rule
+ * What a parsed data file holds, whatever its format: the kept records with their texts, the stubs
+ * of trimmed ones, the tasks. A taskhistory/2 step is rebuilt from its view (the one rule
  * of data-file-v2.ts); nothing is checked here: verify the document for that.
  */
 export function dataFileContent(doc: DataFileV1 | DataFileV2, sha256Hex: Sha256Hex): DataFileContent {

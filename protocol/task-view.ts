@@ -117,8 +117,3 @@ export function tasksToTrim<T extends Pick<TaskView, 'status'>>(
   }
   return dropped;
 }
-
-/** The newest `count` tasks, oldest first, as the original's `get_recent`. */
-export function recentTasks<T>(tasks: T[], count: number): T[] {
-  return tasks.slice(Math.max(0, tasks.length - count));
-}

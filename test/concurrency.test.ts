@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { isJournalSegmentName } from '../protocol/data-file.js';
 import { readDataFileContent } from './data-file-reading.js';
@@ -103,7 +103,7 @@ describe('concurrent clients', () => {
     const file = readDataFileContent(daemon.dataFile);
     expect(file.tasks).toEqual(dict.tasks);
     expect(file.count).toBe(CLIENTS);
-    expect(file.chain.anchor).toEqual({ seq: 0, hash: GENESIS_HASH });
+    expect(file.anchor).toEqual({ seq: 0, hash: GENESIS_HASH });
     expect(file.stubs).toEqual([]);
     expect(file.records.map((r) => r.seq)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
     expect(file.head.seq).toBe(total);

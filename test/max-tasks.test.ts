@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { readDataFileContent } from './data-file-reading.js';
 import { ErrorCodes } from '../protocol/errors.js';

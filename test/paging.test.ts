@@ -25,14 +25,18 @@ const request = (method: string, params?: unknown) => JSON.stringify({ jsonrpc: 
 async function webSocketWire(socketPath: string): Promise<Wire> {
   const ws = new WebSocket(socketUrl(socketPath));
   await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+  let pending: { resolve(message: Buffer): void; reject(error: Error): void } | null = null;
+  ws.on('message', (data: Buffer) => pending?.resolve(data));
+  ws.on('close', (code) => pending?.reject(new Error(`the daemon closed the WebSocket (${code})`)));
   return {
     name: 'WebSocket',
-    call: (method, params) =>
-      new Promise((resolve, reject) => {
-        ws.once('message', (data: Buffer) => resolve({ bytes: data.length, answer: JSON.parse(data.toString('utf8')) }));
-        ws.once('close', (code) => reject(new Error(`the daemon closed the WebSocket (${code})`)));
+    call: async (method, params) => {
+      const data = await new Promise<Buffer>((resolve, reject) => {
+        pending = { resolve, reject };
         ws.send(request(method, params));
-      }),
+      });
+      return { bytes: data.length, answer: JSON.parse(data.toString('utf8')) };
+    },
     close: () => ws.close(),
   };
 }
@@ -331,6 +335,32 @@ describe('a task trimmed by max_tasks between pages', () => {
     } finally {
       wire.close();
       await client.close();
+    }
+  });
+});
+
+describe('a step larger than the message limit', () => {
+  it('gets 1008 naming the task instead of an oversized page; the connection stays usable', async () => {
+    const large = await startDaemon();
+    const client = await TaskHistoryClient.connect({ socketPath: large.socketPath });
+    const { task_id } = await client.createTask({ description: 'one huge step', mode: 'autonomous', steps: [] });
+    await client.logStep({ task_id, step_num: 1, command: 'cat big.log', status: 'success', output: 'b'.repeat(40_000) });
+    await client.close();
+    expect((await large.stop()).code).toBe(0);
+
+    const small = await startDaemon({ dataDir: large.dataDir, args: ['--max-message-bytes', '16384'] });
+    const wire = await lineWire(small.socketPath);
+    try {
+      for (const [method, params] of [['to_dict', { cursor: null }], ['get_task', { task_id, cursor: null }]] as const) {
+        const { bytes, answer } = await wire.call(method, params);
+        expect(bytes).toBeLessThan(16384);
+        expect(answer.error.code).toBe(ErrorCodes.AnswerTooLarge);
+        expect(answer.error.message).toContain('--max-message-bytes');
+        expect(answer.error.data).toMatchObject({ limit: 16384, task_id });
+      }
+      expect((await wire.call('status')).answer.result.tasks).toBe(1);
+    } finally {
+      wire.close();
     }
   });
 });

@@ -29,7 +29,7 @@ function records(count: number, from = 0): ChainRecord[] {
 function groupCommitOn(journal: FailingJournal) {
   const events = { committed: [] as number[][], failed: 0 };
   const commits = new GroupCommit(journal, DATA_DIR, {
-    committed: (group) => events.committed.push(group.map((record) => record.seq)),
+    committed: (group) => events.committed.push(group.records.map((record) => record.seq)),
     failed: () => events.failed++,
   });
   return { commits, events };

@@ -4,6 +4,9 @@ import { writeTaskDict } from '../export-stream.js';
 import { formatStatus, formatTask, formatTaskLine } from '../format.js';
 import { integerAtLeast, printResult, withClient } from './context.js';
 
+/** Pages of `export`: small enough that the CLI's memory stays near its baseline, large enough that round trips do not dominate. */
+const EXPORT_PAGE_BYTES = 512 * 1024;
+
 /** Commands that read the daemon's state: status, recent, show, export. */
 export function registerInspectCommands(program: Command): void {
   program
@@ -36,5 +39,5 @@ export function registerInspectCommands(program: Command): void {
   program
     .command('export')
     .description("the whole log as the original model's to_dict JSON {tasks, count, max_tasks}, streamed page by page")
-    .action((_options, command: Command) => withClient(command, (client) => writeTaskDict(client.toDictPages(), process.stdout)));
+    .action((_options, command: Command) => withClient(command, (client) => writeTaskDict(client.toDictPages({ pageBytes: EXPORT_PAGE_BYTES }), process.stdout)));
 }
