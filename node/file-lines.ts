@@ -9,12 +9,16 @@ const NEWLINE = 10;
  * it starts in the file. A line split across chunks is joined (so lines of any length work); the
  * buffer passed is only valid during the call. Returns the offset just after the last complete
  * line and whether bytes without a final "\n" follow it (a torn tail).
+ *
+ * With `stopAtByte`, the lines end at the first such byte (journal segments end at their first NUL,
+ * zeros follow); `dataEnd` is its offset (or the file's end), and nothing after it is read.
  */
 export function forEachLine(
   fd: number,
   from: number,
   onLine: (bytes: Buffer, start: number, end: number, fileOffset: number) => void,
-): { end: number; partial: boolean } {
+  stopAtByte?: number,
+): { end: number; partial: boolean; dataEnd: number } {
   let buffer = Buffer.allocUnsafe(CHUNK_BYTES);
   // buffer[0..filled) holds bytes from file offset `base`; a pending line starts at 0.
   let base = from;
@@ -25,9 +29,11 @@ export function forEachLine(
       buffer.copy(grown, 0, 0, filled);
       buffer = grown;
     }
-    const read = readSync(fd, buffer, filled, buffer.length - filled, base + filled);
-    if (read === 0) return { end: base, partial: filled > 0 };
+    let read = readSync(fd, buffer, filled, buffer.length - filled, base + filled);
+    if (read === 0) return { end: base, partial: filled > 0, dataEnd: base + filled };
     const scanFrom = filled;
+    const stop = stopAtByte === undefined ? -1 : buffer.subarray(filled, filled + read).indexOf(stopAtByte);
+    if (stop !== -1) read = stop;
     filled += read;
     const data = buffer.subarray(0, filled);
     let lineStart = 0;
@@ -37,6 +43,7 @@ export function forEachLine(
       lineStart = newline + 1;
       newline = data.indexOf(NEWLINE, lineStart);
     }
+    if (stop !== -1) return { end: base + lineStart, partial: filled > lineStart, dataEnd: base + filled };
     // Keep the unfinished line at the front; only it is copied, once per chunk.
     if (lineStart > 0) {
       buffer.copy(buffer, 0, lineStart, filled);

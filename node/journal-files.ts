@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { ChainBreak } from '../protocol/chain-verify.js';
 import { isRecordLike, sortedJournalSegments } from '../protocol/data-file.js';
 import type { ChainRecord } from '../protocol/records.js';
-import { openRegularFileSync, readRegularFileSync } from './durable-files.js';
+import { openRegularFileSync } from './durable-files.js';
 import { forEachLine } from './file-lines.js';
 
 /** Reading journal segments (format in `protocol/data-file.ts`): one reader for the daemon, the verifiers, the cloud's files and the tests. */
@@ -61,95 +61,88 @@ export interface JournalSegment {
   nonZeroEnd: number;
 }
 
-/**
- * Every journal segment in `dir`, oldest first, each read without following symbolic links
- * (NotARegularFile). Throws ChainBreak on a damaged segment; only the newest may end torn.
- */
-export function readJournalSegments(dir: string): JournalSegment[] {
-  const names = sortedJournalSegments(readdirSync(dir));
-  return names.map((name, index) => {
-    const path = join(dir, name);
-    const bytes = readRegularFileSync(path);
-    const parsed = parseJournal(bytes.toString('utf8'));
-    if (parsed.damagedLine !== undefined || (parsed.tornTail && index < names.length - 1)) {
-      const seq = parsed.records.length ? parsed.records[parsed.records.length - 1].seq + 1 : null;
-      throw new ChainBreak('unreadable file', seq, `journal segment ${path} is damaged at line ${parsed.damagedLine ?? parsed.records.length + 1}`);
-    }
-    let nonZeroEnd = bytes.length;
-    while (nonZeroEnd > 0 && bytes[nonZeroEnd - 1] === 0) nonZeroEnd--;
-    return { name, path, firstSeq: Number(name.split('.')[2]), parsed, size: bytes.length, nonZeroEnd };
-  });
-}
-
-/** Every record of the journal segments in `dir`, oldest first; throws ChainBreak on a damaged segment. */
-export function readJournalRecords(dir: string): ChainRecord[] {
-  return readJournalSegments(dir).flatMap((segment) => segment.parsed.records);
-}
-
-/** One segment as scanned: JournalSegment without its records (they went to the callback). */
+/** A segment's facts without its records (those go to the caller one by one). */
 export interface JournalSegmentInfo extends Omit<JournalSegment, 'parsed'> {
   parsed: Omit<ParsedJournal, 'records'>;
 }
 
 /**
- * Every journal segment in `dir`, oldest first, streamed a line at a time to `onRecord` with the
- * line's place (offset and byte length without its newline): memory stays flat however long the
- * journal. The same rules as readJournalSegments: a segment's lines end at its first NUL byte,
- * only the newest may end torn, any other bad line is damage (ChainBreak).
+ * Streams every journal segment in `dir`, oldest first, each opened without following symbolic
+ * links (NotARegularFile) and read line by line (bounded memory): `onRecord` gets each record, the
+ * segment (its facts complete once the segment is read) and where its line lies (offset, length
+ * without "\n"). Same rules as parseJournal: lines end at the first NUL byte; only the newest
+ * segment may end torn. Throws ChainBreak on a damaged segment, after the records before the damage.
  */
-export function scanJournalSegments(dir: string, onRecord: (record: ChainRecord, segment: JournalSegmentInfo, offset: number, length: number) => void): JournalSegmentInfo[] {
+export function scanJournalSegments(
+  dir: string,
+  onRecord: (record: ChainRecord, segment: JournalSegmentInfo, offset: number, length: number) => void,
+): JournalSegmentInfo[] {
   const names = sortedJournalSegments(readdirSync(dir));
   return names.map((name, index) => {
     const path = join(dir, name);
+    const segment: JournalSegmentInfo = { name, path, firstSeq: Number(name.split('.')[2]), parsed: { validBytes: 0, tornTail: false }, size: 0, nonZeroEnd: 0 };
     const fd = openRegularFileSync(path, constants.O_RDONLY);
+    let lines = 0;
+    let lastSeq: number | null = null;
     try {
-      const size = fstatSync(fd).size;
-      const segment: JournalSegmentInfo = { name, path, firstSeq: Number(name.split('.')[2]), size, nonZeroEnd: nonZeroEndOf(fd, size), parsed: { validBytes: 0, tornTail: false } };
-      let line = 0;
-      let ended = false;
-      let lastSeq: number | null = null;
-      const scanned = forEachLine(fd, 0, (bytes, start, end, fileOffset) => {
-        if (ended) return;
-        line++;
-        const nul = bytes.indexOf(0, start);
-        if (nul !== -1 && nul < end) {
-          // The lines end here; anything but zeros after this point was never acknowledged.
-          ended = true;
-          return;
-        }
-        const record = parseJournalLine(bytes.toString('utf8', start, end));
-        if (!record) {
-          segment.parsed.damagedLine = line;
-          ended = true;
-          return;
-        }
-        onRecord(record, segment, fileOffset, end - start);
-        lastSeq = record.seq;
-        segment.parsed.validBytes = fileOffset + (end - start) + 1;
-      });
-      if (segment.parsed.damagedLine === undefined) segment.parsed.tornTail = segment.nonZeroEnd > segment.parsed.validBytes || (scanned.partial && segment.nonZeroEnd > scanned.end);
-      if (segment.parsed.damagedLine !== undefined || (segment.parsed.tornTail && index < names.length - 1)) {
-        const seq = lastSeq === null ? null : lastSeq + 1;
-        throw new ChainBreak('unreadable file', seq, `journal segment ${path} is damaged at line ${segment.parsed.damagedLine ?? line + 1}`);
-      }
-      return segment;
+      segment.size = fstatSync(fd).size;
+      const { dataEnd } = forEachLine(
+        fd,
+        0,
+        (bytes, start, end, offset) => {
+          if (segment.parsed.damagedLine !== undefined) return;
+          lines++;
+          const record = parseJournalLine(bytes.toString('utf8', start, end));
+          if (!record) {
+            segment.parsed.damagedLine = lines;
+            return;
+          }
+          segment.parsed.validBytes = offset + end - start + 1;
+          lastSeq = record.seq;
+          onRecord(record, segment, offset, end - start);
+        },
+        0,
+      );
+      segment.nonZeroEnd = nonZeroEnd(fd, dataEnd, segment.size);
     } finally {
       closeSync(fd);
     }
+    // Anything but zeros after the complete lines is a write that never finished.
+    segment.parsed.tornTail = segment.parsed.damagedLine === undefined && segment.nonZeroEnd > segment.parsed.validBytes;
+    if (segment.parsed.damagedLine !== undefined || (segment.parsed.tornTail && index < names.length - 1)) {
+      throw new ChainBreak('unreadable file', lastSeq === null ? null : lastSeq + 1, `journal segment ${path} is damaged at line ${segment.parsed.damagedLine ?? lines + 1}`);
+    }
+    return segment;
   });
 }
 
-/** Where a file's bytes end without its trailing zeros (the journal's preallocated space). */
-function nonZeroEndOf(fd: number, size: number): number {
-  const block = Buffer.allocUnsafe(64 * 1024);
-  let end = size;
-  while (end > 0) {
-    const from = Math.max(0, end - block.length);
-    const read = readSync(fd, block, 0, end - from, from);
-    let i = read;
-    while (i > 0 && block[i - 1] === 0) i--;
-    if (i > 0) return from + i;
-    end = from;
+/** Where the file's bytes end without trailing zeros, reading back from its end to `dataEnd` (the first NUL). */
+function nonZeroEnd(fd: number, dataEnd: number, size: number): number {
+  const chunk = Buffer.allocUnsafe(Math.min(1 << 20, Math.max(1, size - dataEnd)));
+  for (let to = size; to > dataEnd; ) {
+    const from = Math.max(dataEnd, to - chunk.length);
+    const read = readSync(fd, chunk, 0, to - from, from);
+    for (let i = read - 1; i >= 0; i--) if (chunk[i] !== 0) return from + i + 1;
+    to = from;
   }
-  return 0;
+  return dataEnd;
+}
+
+/**
+ * Every journal segment in `dir` with its records, oldest first (scanJournalSegments, kept whole).
+ * Throws ChainBreak on a damaged segment; only the newest may end torn.
+ */
+export function readJournalSegments(dir: string): JournalSegment[] {
+  const records = new Map<JournalSegmentInfo, ChainRecord[]>();
+  const segments = scanJournalSegments(dir, (record, segment) => {
+    const list = records.get(segment);
+    if (list) list.push(record);
+    else records.set(segment, [record]);
+  });
+  return segments.map((segment) => ({ ...segment, parsed: { ...segment.parsed, records: records.get(segment) ?? [] } }));
+}
+
+/** Every record of the journal segments in `dir`, oldest first; throws ChainBreak on a damaged segment. */
+export function readJournalRecords(dir: string): ChainRecord[] {
+  return readJournalSegments(dir).flatMap((segment) => segment.parsed.records);
 }

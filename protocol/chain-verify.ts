@@ -1,5 +1,6 @@
 import type { Sha256Hex } from './canonical.js';
-import { DATA_FILE_FORMAT_V1, type DataFile, isRecordLike } from './data-file.js';
+import { DATA_FILE_FORMAT, DATA_FILE_FORMAT_V1, isRecordLike, type DataFileV1, type DataFileV2 } from './data-file.js';
+import { verifyParsedDataFileV2 } from './data-file-v2-verify.js';
 import { GENESIS_HASH, LARGE_FIELDS, recordHash, type ChainPoint, type ChainRecord, type RecordStub } from './records.js';
 import { tasksFromRecords, type TaskView } from './task-view.js';
 
@@ -97,8 +98,8 @@ export class ChainWalker {
   }
 }
 
-/** Parses the data file's JSON text; throws ChainBreak('unreadable file'). */
-export function parseDataFile(text: string): DataFile {
+/** Parses the data file's JSON text, either format; throws ChainBreak('unreadable file'). */
+export function parseDataFile(text: string): DataFileV1 | DataFileV2 {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -107,13 +108,34 @@ export function parseDataFile(text: string): DataFile {
   }
   const problem = dataFileShapeProblem(doc);
   if (problem) throw new ChainBreak('unreadable file', null, problem);
-  return doc as DataFile;
+  return doc as DataFileV1 | DataFileV2;
 }
 
 function dataFileShapeProblem(doc: unknown): string | null {
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) return 'the top level is not an object';
-  const d = doc as Partial<DataFile>;
-  if (d.format !== DATA_FILE_FORMAT_V1) return `"format" is not "${DATA_FILE_FORMAT_V1}"`;
+  const format = (doc as { format?: unknown }).format;
+  if (format === DATA_FILE_FORMAT) return headerShapeProblem(doc as Partial<DataFileV2>) ?? entriesShapeProblem(doc as DataFileV2);
+  if (format !== DATA_FILE_FORMAT_V1) return `"format" is neither "${DATA_FILE_FORMAT}" nor "${DATA_FILE_FORMAT_V1}"`;
+  const d = doc as Partial<DataFileV1>;
+  const problem = headerShapeProblem(d);
+  if (problem) return problem;
+  const chain = d.chain!;
+  if (!Array.isArray(chain.stubs) || !chain.stubs.every(isStub)) return '"chain.stubs" is not a list of [seq, hash]';
+  if (!Array.isArray(chain.records)) return '"chain.records" is not an array';
+  const bad = chain.records.findIndex((r) => !isRecordLike(r));
+  if (bad !== -1) return `"chain.records[${bad}]" is not a record`;
+  return null;
+}
+
+function entriesShapeProblem(doc: DataFileV2): string | null {
+  const entries = doc.chain.entries;
+  if (!Array.isArray(entries)) return '"chain.entries" is not an array';
+  const bad = entries.findIndex((e) => !isStub(e) && !isRecordLike(e));
+  return bad === -1 ? null : `"chain.entries[${bad}]" is neither [seq, hash] nor a record`;
+}
+
+/** The members both formats share. */
+function headerShapeProblem(d: Partial<DataFileV1 | DataFileV2>): string | null {
   if (!Array.isArray(d.tasks)) return '"tasks" is not an array';
   if (!Number.isSafeInteger(d.max_tasks) || (d.max_tasks as number) < 1) return '"max_tasks" is not a positive integer';
   if (typeof d.machine_id !== 'string') return '"machine_id" is not a string';
@@ -121,10 +143,6 @@ function dataFileShapeProblem(doc: unknown): string | null {
   const chain = d.chain;
   if (!chain || typeof chain !== 'object') return '"chain" is missing';
   if (!isPoint(chain.anchor)) return '"chain.anchor" is not {seq, hash}';
-  if (!Array.isArray(chain.stubs) || !chain.stubs.every(isStub)) return '"chain.stubs" is not a list of [seq, hash]';
-  if (!Array.isArray(chain.records)) return '"chain.records" is not an array';
-  const bad = chain.records.findIndex((r) => !isRecordLike(r));
-  if (bad !== -1) return `"chain.records[${bad}]" is not a record`;
   return null;
 }
 
@@ -136,11 +154,17 @@ function isStub(s: unknown): s is RecordStub {
 }
 
 /**
- * Verifies a parsed data file and the journal records that follow it: the chain from the anchor
- * through stubs and kept records, the head, then the journal, then that `tasks` is exactly the
- * view the kept records produce. Returns the walker's head (the newest verified point).
+ * Verifies a parsed data file of either format and the journal records that follow it. v1: the
+ * chain from the anchor through stubs and kept records, the head, then the journal, then that
+ * `tasks` is exactly the view the kept records produce. v2: the rules of docs/format-v2.md through
+ * the one core (protocol/data-file-v2-verify.ts), then the journal. Returns the newest verified point.
  */
-export function verifyDataFile(doc: DataFile, sha256Hex: Sha256Hex, journal: ChainRecord[] = []): { head: ChainPoint; checked: number } {
+export function verifyDataFile(doc: DataFileV1 | DataFileV2, sha256Hex: Sha256Hex, journal: ChainRecord[] = []): { head: ChainPoint; checked: number } {
+  if (doc.format === DATA_FILE_FORMAT) {
+    const { walker, checked } = verifyParsedDataFileV2(doc, sha256Hex);
+    walkJournal(walker, journal);
+    return { head: walker.head, checked: checked + walker.checked };
+  }
   const { anchor, stubs, records } = doc.chain;
   if (!HEX64.test(anchor.hash) || anchor.seq < 0 || (anchor.seq === 0 && anchor.hash !== GENESIS_HASH)) {
     throw new ChainBreak('bad anchor', anchor.seq + 1, 'the anchor is not a valid chain point');
@@ -157,12 +181,18 @@ export function verifyDataFile(doc: DataFile, sha256Hex: Sha256Hex, journal: Cha
   if (walker.head.seq !== doc.head.seq || walker.head.hash !== doc.head.hash) {
     throw new ChainBreak('changed content', Math.min(walker.head.seq, doc.head.seq) || null, `"head" says seq ${doc.head.seq}, the chain ends at seq ${walker.head.seq}`);
   }
-  for (const record of journal) {
-    if (record.seq <= walker.head.seq) continue; // already covered by the checkpoint
-    walker.accept(record);
-  }
+  walkJournal(walker, journal);
   verifyTaskView(doc);
   return { head: walker.head, checked: walker.checked };
+}
+
+/** The journal records after the checkpoint's head; older ones the checkpoint already holds. */
+function walkJournal(walker: ChainWalker, journal: Iterable<ChainRecord>): void {
+  for (const record of journal) acceptJournalRecord(walker, record);
+}
+
+export function acceptJournalRecord(walker: ChainWalker, record: ChainRecord): void {
+  if (record.seq > walker.head.seq) walker.accept(record);
 }
 
 /** Stubs and records each in their stored order, merged by the seq the chain expects next. */
@@ -190,7 +220,7 @@ function walkInterleaved(walker: ChainWalker, stubs: RecordStub[], records: Chai
 }
 
 /** Throws when `tasks`/`count` differ from what the kept records say, naming the first differing record. */
-export function verifyTaskView(doc: DataFile): void {
+export function verifyTaskView(doc: DataFileV1): void {
   const expected = [...tasksFromRecords(doc.chain.records).values()];
   const stored = doc.tasks as TaskView[];
   for (let i = 0; i < Math.max(expected.length, stored.length); i++) {
@@ -218,7 +248,7 @@ export function verifyTaskView(doc: DataFile): void {
   if (doc.count !== stored.length) throw new ChainBreak('changed content', null, `"count" is ${String(doc.count)} but "tasks" holds ${stored.length}`);
 }
 
-function completedSeq(doc: DataFile, taskId: string): number | null {
+function completedSeq(doc: DataFileV1, taskId: string): number | null {
   return doc.chain.records.find((r) => r.type === 'task_completed' && r.task_id === taskId)?.seq ?? null;
 }
 

@@ -39,17 +39,20 @@ export class ChainFixture {
 
   /**
    * The file content that keeps every record except those of `trimmed` tasks: those before the
-   * oldest kept record move into the anchor, later ones become stubs (as the daemon trims).
+   * oldest kept record move into the anchor, later ones become stubs (as the daemon trims). With
+   * `upToSeq`, the file holds the records up to it (the rest would be in the journal).
    */
-  content(trimmed: ReadonlySet<string> = new Set(), maxTasks = 100): DataFileContent {
+  content(trimmed: ReadonlySet<string> = new Set(), maxTasks = 100, upToSeq = this.head.seq): DataFileContent {
+    const all = this.records.slice(0, upToSeq);
     const isTrimmed = (r: ChainRecord) => r.type !== 'tamper_detected' && trimmed.has(r.task_id);
-    const firstKept = this.records.findIndex((r) => !isTrimmed(r));
-    const start = firstKept === -1 ? this.records.length : firstKept;
-    const anchor = start === 0 ? { seq: 0, hash: GENESIS_HASH } : { seq: this.records[start - 1].seq, hash: this.records[start - 1].hash };
-    const later = this.records.slice(start);
+    const firstKept = all.findIndex((r) => !isTrimmed(r));
+    const start = firstKept === -1 ? all.length : firstKept;
+    const anchor = start === 0 ? { seq: 0, hash: GENESIS_HASH } : { seq: all[start - 1].seq, hash: all[start - 1].hash };
+    const later = all.slice(start);
     const stubs: RecordStub[] = later.filter(isTrimmed).map((r) => [r.seq, r.hash]);
     const records = later.filter((r) => !isTrimmed(r));
-    return { machine_id: 'm-1', max_tasks: maxTasks, head: { ...this.head }, anchor, stubs, records, tasks: [...tasksFromRecords(records).values()] };
+    const head = all.length ? { seq: all[all.length - 1].seq, hash: all[all.length - 1].hash } : { seq: 0, hash: GENESIS_HASH };
+    return { machine_id: 'm-1', max_tasks: maxTasks, head, anchor, stubs, records, tasks: [...tasksFromRecords(records).values()] };
   }
 }
 

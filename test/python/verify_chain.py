@@ -2,14 +2,17 @@
 
 Usage: python3 verify_chain.py DATAFILE
 
-Reads DATAFILE (task_history.json) and the journal segments beside it
-(task_history.journal.<12-digit first seq>.jsonl), then checks:
+Reads DATAFILE (task_history.json, format taskhistory/1 or taskhistory/2) and the journal
+segments beside it (task_history.journal.<12-digit first seq>.jsonl), then checks:
   - every record's hash: SHA-256 of the RFC 8785 canonical JSON of the record without
     hash, output, error, recovery and elided;
   - output/error/recovery against their *_sha256 digests, unless elided marks them;
   - seq continuity and prev_hash links from the anchor, through stubs and kept records in seq
     order, to "head", then on through the journal;
   - that "tasks" and "count" are what the kept records describe.
+For taskhistory/2 (docs/format-v2.md) the kept step records are rebuilt from their views in
+"tasks" and the chain entries' hashes; every problem is collected and the one with the lowest
+seq is reported.
 Prints {ok, checked, first_bad_seq, reason, head_seq, head_hash, detail} as JSON; exits 0 when
 the chain verifies, 1 otherwise.
 """
@@ -248,19 +251,25 @@ def tasks_from_records(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             }
             if "agent" in record:
                 task["agent"] = record["agent"]
+            if "writer" in record:
+                task["writer"] = record["writer"]
             tasks[record["task_id"]] = task
         elif kind == "step_logged" and record["task_id"] in tasks:
-            step = {"step": record["step"], "command": record["command"], "status": record["status"], "timestamp": record["ts"]}
-            for key in LARGE_FIELDS + ("started_at", "duration_ms", "exit_code"):
-                if key in record:
-                    step[key] = record[key]
-            step["seq"] = record["seq"]
-            tasks[record["task_id"]]["steps"].append(step)
+            tasks[record["task_id"]]["steps"].append(step_view_of(record))
         elif kind == "task_completed" and record["task_id"] in tasks:
             tasks[record["task_id"]]["status"] = record["final_status"]
             tasks[record["task_id"]]["completed_at"] = record["ts"]
             tasks[record["task_id"]]["completed_seq"] = record["seq"]
     return list(tasks.values())
+
+
+def step_view_of(record: Dict[str, Any]) -> Dict[str, Any]:
+    step = {"step": record["step"], "command": record["command"], "status": record["status"], "timestamp": record["ts"]}
+    for key in LARGE_FIELDS + ("started_at", "duration_ms", "exit_code", "writer"):
+        if key in record:
+            step[key] = record[key]
+    step["seq"] = record["seq"]
+    return step
 
 
 def same_json(a: Any, b: Any) -> bool:
@@ -309,6 +318,230 @@ def seq_of(value: Any) -> Optional[int]:
     return seq if is_seq(seq) else None
 
 
+# taskhistory/2
+
+STEP_VIEW_KEYS = frozenset(("step", "command", "status", "timestamp") + LARGE_FIELDS + ("started_at", "duration_ms", "exit_code", "writer", "seq"))
+
+
+class Problems:
+    """Every problem found; the report names the one with the lowest seq (one without a seq last)."""
+
+    def __init__(self) -> None:
+        self.first: Optional[ChainBroken] = None
+
+    def add(self, reason: str, seq: Optional[int], detail: str) -> None:
+        if self.first is None or (seq is not None and (self.first.seq is None or seq < self.first.seq)):
+            self.first = ChainBroken(reason, seq, detail)
+
+
+def entry_seq(entry: Any) -> Any:
+    return entry[0] if isinstance(entry, list) else entry["seq"]
+
+
+def rebuilt_step(view: Dict[str, Any], task_id: str, prev_hash: str, hash_: str) -> Dict[str, Any]:
+    record = {"type": "step_logged", "ts": view["timestamp"], "task_id": task_id, "step": view["step"],
+              "command": view["command"], "status": view["status"]}
+    for key in LARGE_FIELDS + ("started_at", "duration_ms", "exit_code", "writer"):
+        if key in view:
+            record[key] = view[key]
+    record["seq"] = view["seq"]
+    record["prev_hash"] = prev_hash
+    for field in LARGE_FIELDS:
+        if field in view:
+            record[field + "_sha256"] = sha256_hex(view[field])
+    record["hash"] = hash_
+    return record
+
+
+class V2File:
+    def __init__(self, doc: Dict[str, Any]) -> None:
+        self.doc = doc
+        self.problems = Problems()
+        self.hashes: Dict[int, str] = {}
+        self.kinds: Dict[int, str] = {}
+        self.claimed = set()
+        self.full_steps: Dict[int, Dict[str, Any]] = {}
+        self.kept: List[Dict[str, Any]] = []  # task_created records, in creation order
+        self.completions: Dict[str, Dict[str, Any]] = {}
+        self.break_at: Optional[int] = None
+        self.checked = 0
+
+    def walk_entries(self) -> Chain:
+        anchor = self.doc["chain"]["anchor"]
+        if not HEX64.match(anchor["hash"]) or (anchor["seq"] == 0 and anchor["hash"] != GENESIS_HASH):
+            raise ChainBroken("bad anchor", anchor["seq"] + 1, "the anchor is not a valid chain point")
+        self.anchor = anchor
+        prev_seq, prev_hash = anchor["seq"], anchor["hash"]
+        found_later, found_instead = False, None
+        for entry in self.doc["chain"]["entries"]:
+            seq = entry_seq(entry)
+            expected = prev_seq + 1
+            if self.break_at is not None:
+                found_later = found_later or seq == self.break_at
+                continue
+            if seq != expected:
+                if isinstance(entry, dict) and record_hash(entry) != entry["hash"]:
+                    self.problems.add("changed content", expected, "seq %d: hash does not match the record content" % expected)
+                self.break_at, found_instead = expected, seq
+                continue
+            if isinstance(entry, list):
+                if not HEX64.match(entry[1]):
+                    self.problems.add("changed content", seq, "the entry for seq %d has no valid hash" % seq)
+                self.hashes[seq], self.kinds[seq] = entry[1], "stub"
+            else:
+                self.full_entry(entry, prev_seq, prev_hash)
+            prev_seq, prev_hash = seq, self.hashes[seq]
+        head = self.doc["head"]
+        if self.break_at is not None:
+            reason = "reordered records" if found_later else "missing record"
+            self.problems.add(reason, self.break_at, "seq %d is not where it belongs (seq %d is)" % (self.break_at, found_instead))
+        elif prev_seq < head["seq"]:
+            self.problems.add("missing record", prev_seq + 1, '"head" says seq %d, the chain ends at seq %d' % (head["seq"], prev_seq))
+        elif (prev_seq, prev_hash) != (head["seq"], head["hash"]):
+            self.problems.add("changed content", min(prev_seq, head["seq"]) or None, '"head" does not match the last entry')
+        chain = Chain(anchor["seq"], anchor["hash"])
+        chain.seq, chain.hash = head["seq"], head["hash"]
+        return chain
+
+    def full_entry(self, record: Dict[str, Any], prev_seq: int, prev_hash: str) -> None:
+        seq = record["seq"]
+        if any(field in record for field in LARGE_FIELDS):
+            self.problems.add("changed content", seq, "the entry for seq %d carries a large field" % seq)
+        if record["type"] == "step_logged":
+            problem = None if record_hash(record) == record["hash"] else "hash does not match the record content"
+        else:
+            problem = content_problem(record)
+        if problem:
+            self.problems.add("changed content", seq, "seq %d: %s" % (seq, problem))
+        elif record["prev_hash"] != prev_hash:
+            if prev_seq == self.anchor["seq"]:
+                self.problems.add("bad anchor", seq, "seq %d does not follow the anchor" % seq)
+            else:
+                self.problems.add("changed content", prev_seq, "seq %d: prev_hash is not the hash of seq %d" % (seq, prev_seq))
+        elif record["type"] != "step_logged":  # a step is counted once, at its view
+            self.checked += 1
+        self.hashes[seq] = record["hash"]
+        self.kinds[seq] = "full_step" if record["type"] == "step_logged" else "full_other"
+        if record["type"] == "step_logged":
+            self.full_steps[seq] = record
+        elif record["type"] == "task_created":
+            self.kept.append(record)
+        elif record["type"] == "task_completed":
+            self.completions[record["task_id"]] = record
+
+    def check_tasks(self) -> None:
+        tasks = self.doc["tasks"]
+        for position, task in enumerate(tasks):
+            want = self.kept[position] if position < len(self.kept) else None
+            steps = task.get("steps") if isinstance(task, dict) else None
+            if not isinstance(steps, list):
+                if want or self.break_at is None:
+                    self.problems.add("changed content", want["seq"] if want else None, '"tasks[%d]" is not a task with steps' % position)
+                continue
+            if want is None:
+                # Behind a break in the chain the task's records were not read: the break is reported.
+                if self.break_at is None:
+                    self.problems.add("changed content", seq_of(task), '"tasks[%d]" has no records behind it' % position)
+                task_id = task.get("task_id") if isinstance(task.get("task_id"), str) else ""
+            else:
+                self.check_head(position, want, task)
+                task_id = want["task_id"]
+            last_seq = 0
+            for view in steps:
+                seq = view.get("seq") if isinstance(view, dict) else None
+                if not isinstance(seq, int) or isinstance(seq, bool):
+                    self.problems.add("changed content", None, "a step view without a valid seq")
+                    continue
+                problem = self.step_problem(view, seq, task_id, last_seq)
+                if problem:
+                    self.problems.add("changed content", seq, "the step view of seq %d: %s" % (seq, problem))
+                else:
+                    self.checked += 1
+                last_seq = max(last_seq, seq)
+        if len(tasks) < len(self.kept):
+            want = self.kept[len(tasks)]
+            self.problems.add("missing record", want["seq"], 'task %s is missing from "tasks"' % want["task_id"])
+        for seq in self.full_steps:
+            self.problems.add("missing record", seq, "no step view holds the content of seq %d" % seq)
+        count = self.doc.get("count")
+        if isinstance(count, bool) or not isinstance(count, (int, float)) or count != len(tasks):
+            self.problems.add("changed content", None, '"count" is %r but "tasks" holds %d' % (count, len(tasks)))
+
+    def check_head(self, position: int, created: Dict[str, Any], have: Dict[str, Any]) -> None:
+        want = tasks_from_records([created])[0]
+        del want["steps"]
+        rest = {key: value for key, value in have.items() if key not in ("steps", "status", "completed_at", "completed_seq")}
+        rest["status"] = "running"
+        done = self.completions.get(created["task_id"])
+        missing = object()
+        status, completed_at, completed_seq = (have.get(key, missing) for key in ("status", "completed_at", "completed_seq"))
+        if done:
+            completion_ok = (status is not missing and same_json(status, done["final_status"]) and completed_at is not missing
+                             and same_json(completed_at, done["ts"]) and completed_seq is not missing and same_json(completed_seq, done["seq"]))
+        else:
+            # Without a break, a task not completed in the chain must say so; its completion may lie behind a break.
+            completion_ok = (status == "running" and completed_at is missing and completed_seq is missing) or self.break_at is not None
+        if not same_json(rest, want):
+            self.problems.add("changed content", created["seq"], '"tasks[%d]" differs from its records' % position)
+        elif not completion_ok:
+            self.problems.add("changed content", done["seq"] if done else created["seq"], '"tasks[%d]" differs from its records' % position)
+
+    def step_problem(self, view: Dict[str, Any], seq: int, task_id: str, last_seq: int) -> Optional[str]:
+        if seq <= last_seq:
+            return "steps are not in seq order"
+        if self.break_at is not None and seq >= self.break_at:
+            return None  # behind the chain's break, which is reported
+        if seq not in self.kinds:
+            return "no chain entry has this seq"
+        if seq in self.claimed:
+            return "another step view has this seq"
+        self.claimed.add(seq)
+        kind = self.kinds[seq]
+        if kind == "full_other":
+            return "the chain entry of this seq is not a step"
+        extra = [key for key in view if key not in STEP_VIEW_KEYS and not (kind == "full_step" and key == "elided")]
+        if extra:
+            return 'unexpected key "%s"' % extra[0]
+        if any(field in view and not isinstance(view[field], str) for field in LARGE_FIELDS):
+            return "a large field is not a string"
+        if kind == "full_step":
+            entry = self.full_steps.pop(seq)
+            record = dict(entry)
+            for field in LARGE_FIELDS:
+                if field in view:
+                    record[field] = view[field]
+            if entry["task_id"] != task_id:
+                return "its record is of task %s" % entry["task_id"]
+            return content_problem(record) or (None if same_json(step_view_of(record), view) else "differs from its record")
+        prev_hash = self.anchor["hash"] if seq - 1 == self.anchor["seq"] else self.hashes[seq - 1]
+        try:
+            rebuilt = rebuilt_step(view, task_id, prev_hash, self.hashes[seq])
+        except KeyError as missing_key:
+            return "has no %s" % missing_key
+        return None if record_hash(rebuilt) == self.hashes[seq] else "does not rebuild the record its chain entry names"
+
+
+def walk_v2(doc: Dict[str, Any]) -> Chain:
+    v2 = V2File(doc)
+    chain = v2.walk_entries()
+    v2.check_tasks()
+    if v2.problems.first:
+        raise v2.problems.first
+    chain.checked = v2.checked
+    return chain
+
+
+def v2_shape_problem(doc: Dict[str, Any]) -> Optional[str]:
+    entries = doc["chain"].get("entries")
+    if not isinstance(entries, list):
+        return '"chain.entries" is not a list'
+    for index, entry in enumerate(entries):
+        stub = isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int) and not isinstance(entry[0], bool) and isinstance(entry[1], str)
+        if not stub and not is_record(entry):
+            return '"chain.entries[%d]" is neither [seq, hash] nor a record' % index
+    return None
+
+
 # Files
 
 
@@ -340,6 +573,10 @@ def data_file_shape_problem(doc: Any) -> Optional[str]:
     chain = doc.get("chain")
     if not isinstance(chain, dict) or not is_point(chain.get("anchor")):
         return '"chain.anchor" is not {seq, hash}'
+    if doc.get("format") == "taskhistory/2":
+        return v2_shape_problem(doc)
+    if doc.get("format") != "taskhistory/1":
+        return '"format" is neither "taskhistory/2" nor "taskhistory/1"'
     stubs = chain.get("stubs")
     if not isinstance(stubs, list) or not all(
         isinstance(stub, list) and len(stub) == 2 and is_seq(stub[0]) and isinstance(stub[1], str) for stub in stubs
@@ -384,9 +621,11 @@ def load_journal(directory: str, checkpoint_seq: int) -> List[Dict[str, Any]]:
 def verify(path: str) -> Dict[str, Any]:
     try:
         doc = load_data_file(path)
-        chain = walk_checkpoint(doc)
+        v2 = doc["format"] == "taskhistory/2"
+        chain = walk_v2(doc) if v2 else walk_checkpoint(doc)
         walk_journal(chain, load_journal(os.path.dirname(os.path.abspath(path)), chain.seq))
-        check_task_view(doc)
+        if not v2:
+            check_task_view(doc)
     except ChainBroken as broken:
         return {"ok": False, "checked": 0, "first_bad_seq": broken.seq, "reason": broken.reason,
                 "head_seq": None, "head_hash": None, "detail": broken.detail}
