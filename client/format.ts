@@ -1,6 +1,6 @@
 import type { VerifyReport } from '../protocol/chain-verify.js';
 import type { RedactionRuleInfo, StatusResult } from '../protocol/methods.js';
-import type { ChainRecord, RecordType } from '../protocol/records.js';
+import type { ChainRecord, RecordType, Writer } from '../protocol/records.js';
 import type { StepView, TaskView } from '../protocol/task-view.js';
 import { visibleBlock, visibleLine as line } from './visible-text.js';
 
@@ -20,6 +20,13 @@ export function formatAge(seconds: number): string {
   if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
   if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
   return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+}
+
+/** Who wrote a record, as the daemon read it from the kernel: `uid 1000 gid 1000 pid 4242 comm "node" exe /usr/bin/node`. */
+export function formatWriter(writer: Writer): string {
+  const comm = writer.comm === null ? 'comm unknown' : `comm ${JSON.stringify(writer.comm)}`;
+  const exe = writer.exe === null ? 'exe unknown' : `exe ${writer.exe}`;
+  return line(`uid ${writer.uid} gid ${writer.gid} pid ${writer.pid} ${comm} ${exe}`);
 }
 
 export function formatDuration(ms: number): string {
@@ -59,6 +66,7 @@ export function formatStatus(status: StatusResult): string[] {
     ['data file', `${line(status.data_file)} (checkpoint at seq ${status.checkpoint_seq})`],
     ['tasks', `${status.tasks} (max ${status.max_tasks}), ${status.running_tasks} running`],
     ['head', `seq ${status.last_seq}, hash ${status.head_hash}`],
+    ['you', `${status.caller.uid === null ? 'no attribution' : `uid ${status.caller.uid}`}, seeing ${status.caller.sees === 'all' ? 'every task' : 'your own tasks'}: ${status.caller.tasks} tasks, ${status.caller.running_tasks} running`],
     ['tamper', tamper.count === 0 ? 'none detected' : `${tamper.count} detected${lastTamper}`],
     ['redaction', status.redaction ? 'on' : 'off'],
     ['cloud', cloudLine],
@@ -93,6 +101,7 @@ export function formatTask(task: TaskView): string[] {
     ...(task.agent !== undefined ? ([['agent', line(task.agent)]] as [string, string][]) : []),
     ['machine', line(task.machine_id)],
     ['created', `${formatTime(task.timestamp)} (seq ${task.seq})`],
+    ...(task.writer !== undefined ? ([['writer', formatWriter(task.writer)]] as [string, string][]) : []),
     ...(task.completed_at !== undefined ? ([['finished', formatTime(task.completed_at)]] as [string, string][]) : []),
     ['planned', `${task.planned_steps} steps`],
   ]);
@@ -103,6 +112,7 @@ export function formatTask(task: TaskView): string[] {
     const timing = stepTiming(step);
     lines.push(`  ${step.step}. [${line(step.status)}] ${line(step.command)}`);
     lines.push(`     logged ${formatTime(step.timestamp)} (seq ${step.seq})${timing ? `; ${timing}` : ''}`);
+    if (step.writer !== undefined) lines.push(`     by ${formatWriter(step.writer)}`);
     for (const field of ['output', 'error', 'recovery'] as const) {
       const text = step[field];
       if (text === undefined || text === '') continue;
@@ -125,10 +135,11 @@ export interface TailEntry {
   exit_code?: number;
   /** The command, description or tamper reason. */
   text?: string;
+  writer?: Writer;
 }
 
 export function tailEntryFromRecord(record: ChainRecord): TailEntry {
-  const base = { seq: record.seq, ts: record.ts, type: record.type };
+  const base = { seq: record.seq, ts: record.ts, type: record.type, ...(record.writer !== undefined && { writer: record.writer }) };
   switch (record.type) {
     case 'task_created':
       return { ...base, task_id: record.task_id, status: 'running', text: record.description };
@@ -153,7 +164,7 @@ export function tailEntryFromRecord(record: ChainRecord): TailEntry {
 /** The records a task view shows, oldest first. */
 export function tailEntriesFromTask(task: TaskView): TailEntry[] {
   const entries: TailEntry[] = [
-    { seq: task.seq, ts: task.timestamp, type: 'task_created', task_id: task.task_id, status: 'running', text: task.description },
+    { seq: task.seq, ts: task.timestamp, type: 'task_created', task_id: task.task_id, status: 'running', text: task.description, writer: task.writer },
   ];
   for (const step of task.steps) {
     entries.push({
@@ -167,6 +178,7 @@ export function tailEntriesFromTask(task: TaskView): TailEntry[] {
       duration_ms: step.duration_ms,
       exit_code: step.exit_code,
       text: step.command,
+      writer: step.writer,
     });
   }
   if (task.completed_at !== undefined) {
@@ -186,6 +198,7 @@ export function formatTailEntry(entry: TailEntry): string {
   if (entry.status !== undefined) parts.push(line(entry.status));
   if (entry.duration_ms !== undefined) parts.push(formatDuration(entry.duration_ms));
   if (entry.exit_code !== undefined) parts.push(`exit ${entry.exit_code}`);
+  if (entry.writer !== undefined) parts.push(`[uid ${entry.writer.uid} pid ${entry.writer.pid} ${line(entry.writer.comm ?? '?')}]`);
   const head = parts.join('  ');
   return entry.text === undefined ? head : `${head}: ${line(entry.text.split('\n')[0])}`;
 }

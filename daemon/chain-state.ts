@@ -23,6 +23,8 @@ export interface TaskMeta {
   readonly timestamp: number;
   readonly description: string;
   readonly agent?: string;
+  /** Uid of the task_created record's writer: who may see the task (daemon/task-access.ts). */
+  readonly creatorUid?: number;
   status: TaskView['status'];
   completedSeq?: number;
   /** Seqs of its steps, ascending. */
@@ -91,6 +93,7 @@ export class ChainState {
         timestamp: record.ts,
         description: record.description,
         ...(record.agent !== undefined && { agent: record.agent }),
+        ...(record.writer !== undefined && { creatorUid: record.writer.uid }),
         status: 'running',
         stepSeqs: [],
       };

@@ -1,10 +1,13 @@
 import type { Socket } from 'node:net';
 import { log } from '../node/log.js';
 import type { BufferBudget, BufferHolder } from './buffer-budget.js';
+import type { Peer } from './peer-identity.js';
 
 /** One client, whichever framing it speaks. */
 export interface Connection {
   readonly kind: 'websocket' | 'ndjson';
+  /** Who connected, read at accept; null when attribution is off (--no-attribution). */
+  readonly peer: Peer | null;
   send(text: string): void;
   onClose(listener: () => void): void;
 }
@@ -42,6 +45,7 @@ export abstract class ClientConnection implements Connection, BufferHolder {
   constructor(
     protected readonly socket: Socket,
     private readonly bounds: ClientBounds,
+    readonly peer: Peer | null,
   ) {
     bounds.budget.join(this);
     socket.on('drain', () => this.flush());

@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { ErrorCodes, ErrorMessages } from '../protocol/errors.js';
 import { ClientConnection, type ClientBounds } from './client-connection.js';
 import { LineReader } from './line-reader.js';
+import type { Peer } from './peer-identity.js';
 
 /**
  * A newline-delimited JSON-RPC client: one message per line each way. The client may half-close
@@ -15,11 +16,12 @@ export class LineConnection extends ClientConnection {
   constructor(
     socket: Socket,
     bounds: ClientBounds & { maxMessageBytes: number },
+    peer: Peer | null,
     handle: (line: string, connection: LineConnection) => Promise<void>,
     /** Runs at the first complete line: the connection has shown it speaks the protocol. */
     onFirstLine: () => void,
   ) {
-    super(socket, bounds);
+    super(socket, bounds, peer);
     let first = true;
     this.reader = new LineReader(
       bounds.maxMessageBytes,

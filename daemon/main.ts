@@ -12,6 +12,10 @@ import { existingHistory, removeStrayTempFiles } from './data-dir.js';
 import { DataDirInUse, lockDataDir } from './data-dir-lock.js';
 import type { Lifecycle } from './lifecycle.js';
 import { log, setLogLevel } from '../node/log.js';
+import { requireGroup } from '../node/account-lookup.js';
+import { nativeAddon, NativeAddonUnavailable } from '../node/native.js';
+import { daemonWriter } from './peer-identity.js';
+import { TaskAccess } from './task-access.js';
 import { resolveMachineId } from './machine-id.js';
 import { RecordBuilder, type FieldCaps, type RedactionSettings } from './record-builder.js';
 import { RpcDispatcher } from '../node/rpc-dispatch.js';
@@ -65,6 +69,33 @@ function startupMessage(part: string, error: unknown, settings: Settings): Start
   return new StartupFailure(`cannot start the ${part}: ${code}`, 1);
 }
 
+/**
+ * Attribution (writers, per-user views) needs SO_PEERCRED from the native addon: without it the
+ * daemon must not start quietly unattributed, unless told to with --no-attribution.
+ */
+function requireAttribution(settings: Settings): void {
+  if (!settings.attribution) {
+    if (settings.socketGroup !== undefined) log.warn('attribution is off: records name no writer and every member of the socket group sees and writes every task', { socket_group: settings.socketGroup });
+    return;
+  }
+  try {
+    nativeAddon();
+  } catch (error) {
+    if (!(error instanceof NativeAddonUnavailable)) throw error;
+    throw new StartupFailure(`${error.message}. Every record names its writer, read through that addon; to run without writers (and without per-user views) start with --no-attribution`, 1);
+  }
+}
+
+/** The gid of --admin-group, whose members see every task; null without one. */
+function adminGroupId(settings: Settings): number | null {
+  if (settings.adminGroup === undefined) return null;
+  try {
+    return requireGroup(settings.adminGroup, 'admin group', '--admin-group').id;
+  } catch (error) {
+    throw new StartupFailure((error as Error).message, 2);
+  }
+}
+
 function parseFlags(argv: string[]): Record<string, unknown> {
   const program = daemonCommand(VERSION);
   try {
@@ -85,6 +116,8 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     throw error;
   }
   setLogLevel(settings.logLevel);
+  requireAttribution(settings);
+  const adminGid = adminGroupId(settings);
   const listenFd = inheritedListenFd();
   // Before the data dir is touched: a daemon already serving this socket leaves it as it is.
   if (listenFd === null && (await socketAccepts(settings.socketPath))) {
@@ -121,7 +154,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     ('skipped' in outcome ? log.warn : log.info)(restoreNote, { url: settings.cloudUrl });
   }
 
-  const builder = new RecordBuilder(capsOf(settings), redactionOf(settings));
+  const builder = new RecordBuilder(capsOf(settings), redactionOf(settings), settings.attribution ? daemonWriter() : undefined);
   const store = new TaskStore({
     dataDir: settings.dataDir,
     dataFile: settings.dataFile,
@@ -132,7 +165,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     checkpointJournalBytes: settings.checkpointJournalBytes,
     cacheBytes: settings.cacheBytes,
   });
-  const subscriptions = new SubscriptionHub();
+  const subscriptions = new SubscriptionHub((taskId) => store.chain.tasks.get(taskId)?.creatorUid);
   store.onCommit((records) => subscriptions.publish(records));
   const tamper = new TamperWatch({ store, checkpointer: store.checkpointer, journal: store.journal, dataFile: settings.dataFile });
   const { cloudUrl } = settings;
@@ -151,6 +184,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     maxMessageBytes: settings.maxMessageBytes,
     builder,
     subscriptions,
+    access: new TaskAccess({ daemonUid: process.getuid?.() ?? 0, adminGid }),
     tamper,
     cloudStatus: () => (cloud ? { ...cloud.status(), restore: restoreNote } : { ...disabledCloudStatus(), restore: restoreNote }),
   });
@@ -159,6 +193,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     listenFd,
     group: settings.socketGroup,
     limits: connectionLimitsOf(settings),
+    attribution: settings.attribution,
     onMessage: (text, connection) => rpc.handleText(text, { connection }),
   });
 
@@ -213,7 +248,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
       builder.caps = capsOf(next);
       builder.redaction = redactionOf(next);
       store.setMaxTasks(next.maxTasks);
-      const needRestart = (['socketPath', 'socketGroup', 'dataDir', 'machineId', 'cloudUrl', 'cloudTokenFile', 'maxMessageBytes', 'maxConnections', 'maxConnectionsPerUid', 'handshakeTimeoutMs', 'maxClientOutputBytes', 'maxBufferedBytes', 'maxBatchRequests', 'maxBatchAnswerBytes', 'batchConcurrency'] as const).filter((key) => next[key] !== settings[key]);
+      const needRestart = (['socketPath', 'socketGroup', 'attribution', 'adminGroup', 'dataDir', 'machineId', 'cloudUrl', 'cloudTokenFile', 'maxMessageBytes', 'maxConnections', 'maxConnectionsPerUid', 'handshakeTimeoutMs', 'maxClientOutputBytes', 'maxBufferedBytes', 'maxBatchRequests', 'maxBatchAnswerBytes', 'batchConcurrency'] as const).filter((key) => next[key] !== settings[key]);
       if (needRestart.length) log.warn('some changed settings take effect only after a restart', { settings: needRestart.join(',') });
       log.info('reloaded settings', { config: next.configFile ?? 'none', max_tasks: next.maxTasks, redact: next.redact });
     } catch (error) {

@@ -3,7 +3,7 @@ import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import type { CompleteTaskInput, CreateTaskInput, LogStepInput } from '../protocol/methods.js';
 import { truncationMarker } from '../protocol/limits.js';
 import { redactValue, type RedactionRule } from '../protocol/redaction.js';
-import type { StepLoggedRecord, TaskCompletedRecord, TaskCreatedRecord, UnchainedRecord } from '../protocol/records.js';
+import type { StepLoggedRecord, TaskCompletedRecord, TaskCreatedRecord, UnchainedRecord, Writer } from '../protocol/records.js';
 
 export interface FieldCaps {
   fieldBytes: number;
@@ -25,15 +25,18 @@ export function unixNow(): number {
 /**
  * Turns validated params into record bodies: secrets redacted first (so nothing derived from a
  * secret is ever hashed or stored), then size caps applied (a capped text keeps a marker naming
- * its original length), empty optional texts left out as the original model did.
+ * its original length), empty optional texts left out as the original model did. Each record
+ * carries its writer, the connection's peer as the kernel named it (none when attribution is off).
  */
 export class RecordBuilder {
   constructor(
     public caps: FieldCaps,
     public redaction: RedactionSettings,
+    /** The writer of the daemon's own records; undefined when attribution is off. */
+    private readonly ownWriter: Writer | undefined,
   ) {}
 
-  taskCreated(params: CreateTaskInput, taskId: string, machineId: string): UnchainedRecord {
+  taskCreated(params: CreateTaskInput, taskId: string, machineId: string, writer: Writer | undefined): UnchainedRecord {
     const plan = this.redact(params.steps);
     if (Buffer.byteLength(JSON.stringify(plan)) > this.caps.planBytes) {
       throw new RpcError(ErrorCodes.PayloadTooLarge, `steps (the plan) is over ${this.caps.planBytes} bytes`, { field: 'steps', limit: this.caps.planBytes });
@@ -48,10 +51,11 @@ export class RecordBuilder {
       machine_id: machineId,
     };
     if (params.agent !== undefined) body.agent = this.redact(params.agent);
+    if (writer) body.writer = writer;
     return body;
   }
 
-  stepLogged(params: LogStepInput): UnchainedRecord {
+  stepLogged(params: LogStepInput, writer: Writer | undefined): UnchainedRecord {
     const body: Omit<StepLoggedRecord, 'seq' | 'prev_hash' | 'hash'> = {
       type: 'step_logged',
       ts: unixNow(),
@@ -67,17 +71,24 @@ export class RecordBuilder {
     if (params.started_at !== undefined) body.started_at = params.started_at;
     if (params.duration_ms !== undefined) body.duration_ms = params.duration_ms;
     if (params.exit_code !== undefined) body.exit_code = params.exit_code;
+    if (writer) body.writer = writer;
     return body;
   }
 
-  taskCompleted(params: CompleteTaskInput): UnchainedRecord {
+  taskCompleted(params: CompleteTaskInput, writer: Writer | undefined): UnchainedRecord {
     const body: Omit<TaskCompletedRecord, 'seq' | 'prev_hash' | 'hash'> = {
       type: 'task_completed',
       ts: unixNow(),
       task_id: params.task_id,
       final_status: params.final_status,
     };
+    if (writer) body.writer = writer;
     return body;
+  }
+
+  /** A record the daemon writes itself, signed with its own writer. */
+  daemonRecord(body: UnchainedRecord): UnchainedRecord {
+    return this.ownWriter ? { ...body, writer: this.ownWriter } : body;
   }
 
   private redact<T>(value: T): T {

@@ -11,6 +11,8 @@ import type { ConnectionLimits } from './socket-server.js';
 export interface Settings {
   socketPath: string;
   socketGroup?: string;
+  attribution: boolean;
+  adminGroup?: string;
   dataDir: string;
   dataFile: string;
   maxTasks: number;
@@ -70,6 +72,8 @@ export const CLOUD_BATCH_BYTES = 4 * 1024 * 1024;
 const OPTIONS: { key: keyof Settings; name: string; kind: Kind; help: string; fallback?: unknown }[] = [
   { key: 'socketPath', name: 'socket', kind: 'string', help: 'Unix socket to serve (default: see README, "Paths")' },
   { key: 'socketGroup', name: 'socket-group', kind: 'string', help: 'group allowed to connect: socket 0660, directory 0750 (default: owner only, 0600/0700)' },
+  { key: 'attribution', name: 'attribution', kind: 'bool', help: "stamp every record with its writer (the peer's uid, gid, pid, comm, exe) and show each uid only its own tasks; needs the native addon (--no-attribution: no writers, every client sees every task)", fallback: true },
+  { key: 'adminGroup', name: 'admin-group', kind: 'string', help: 'group whose members see and write every task, as root and the daemon\'s own uid do (default: none)' },
   { key: 'dataDir', name: 'data-dir', kind: 'string', help: 'directory of task_history.json and its journal' },
   { key: 'maxTasks', name: 'max-tasks', kind: 'int', help: 'finished tasks kept beyond this many are trimmed (running ones never)', fallback: DEFAULT_MAX_TASKS },
   { key: 'machineId', name: 'machine-id', kind: 'string', help: 'machine id stamped on every task (default: derived from /etc/machine-id)' },

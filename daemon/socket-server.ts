@@ -4,7 +4,7 @@ import { createServer as createNetServer, type Server, type Socket } from 'node:
 import { dirname, join } from 'node:path';
 import { WebSocketServer } from 'ws';
 import { ErrorCodes } from '../protocol/errors.js';
-import { lookupGroup, type AccountEntry } from '../node/account-lookup.js';
+import { requireGroup } from '../node/account-lookup.js';
 import { parserErrorStatus, refuseHttp, requestPath } from '../node/http-refusal.js';
 import { log } from '../node/log.js';
 import { prepareSocketDirectory } from '../node/socket-directory.js';
@@ -13,6 +13,7 @@ import { BufferBudget } from './buffer-budget.js';
 import type { ClientConnection, Connection } from './client-connection.js';
 import { LineConnection } from './line-connection.js';
 import { PeerConnectionCap } from './peer-connection-cap.js';
+import { identifyPeer, type Peer } from './peer-identity.js';
 import { WebSocketConnection } from './websocket-connection.js';
 import type { Settings } from './settings.js';
 
@@ -29,6 +30,8 @@ export interface SocketServerOptions {
   /** Group allowed to connect: socket 0660, directory 0750. Without it 0600 and 0700. */
   group?: string;
   limits: ConnectionLimits;
+  /** Read every peer's identity at accept (records carry it as their writer); false with --no-attribution. */
+  attribution: boolean;
   onMessage(text: string, connection: Connection): Promise<string | null>;
 }
 
@@ -64,6 +67,8 @@ export class SocketServer {
   private readonly connections = new Set<ClientConnection>();
   /** Clears a socket's handshake deadline once it speaks the protocol. */
   private readonly handshakeDone = new WeakMap<Socket, () => void>();
+  /** Who is at the other end of each accepted socket, read before it could send anything. */
+  private readonly peers = new WeakMap<Socket, Peer | null>();
   private boundPath: string | null = null;
   private lastRefusalLog = 0;
 
@@ -84,7 +89,7 @@ export class SocketServer {
       await new Promise<void>((resolve, reject) => this.server.once('error', reject).listen({ fd: listenFd }, resolve));
       return;
     }
-    const groupEntry = group === undefined ? undefined : socketGroup(group);
+    const groupEntry = group === undefined ? undefined : requireGroup(group, 'socket group', '--socket-group');
     prepareSocketDirectory(dirname(socketPath), groupEntry);
     if (await removeStaleSocket(socketPath)) log.info('removed a stale socket left by a daemon that did not shut down', { socket: socketPath });
     // Bind in a fresh private directory, give the socket its group there, then move it into place:
@@ -139,6 +144,9 @@ export class SocketServer {
   /** Picks the framing by the first byte, bounding how long a connection may take to speak. */
   private sniff(socket: Socket): void {
     const { limits } = this.options;
+    const peer = this.identify(socket);
+    if (peer === undefined) return;
+    this.peers.set(socket, peer);
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     socket.on('error', () => socket.destroy());
@@ -163,6 +171,21 @@ export class SocketServer {
       this.http.emit('connection', socket);
       socket.resume();
     });
+  }
+
+  /**
+   * The peer as the kernel and /proc name it now, at accept: later the process could exec something
+   * else. undefined (and the socket closed) when the kernel cannot say: the peer is gone already.
+   */
+  private identify(socket: Socket): Peer | null | undefined {
+    if (!this.options.attribution) return null;
+    try {
+      return identifyPeer(socket);
+    } catch (error) {
+      log.debug('closed a connection whose peer could not be identified', { error: (error as Error).message });
+      socket.destroy();
+      return undefined;
+    }
   }
 
   /** Which connection cap, if any, this new socket is over; it is counted either way until it closes. */
@@ -204,7 +227,7 @@ export class SocketServer {
       if (path !== '/') return refuseHttp(socket, 404, 'the WebSocket endpoint is /\n');
       this.wss.handleUpgrade(request, socket, head, (ws) => {
         this.handshakeDone.get(socket)?.();
-        this.track(new WebSocketConnection(ws, socket, this.bounds(), (text, connection) => this.dispatch(text, connection)));
+        this.track(new WebSocketConnection(ws, socket, this.bounds(), this.peers.get(socket) ?? null, (text, connection) => this.dispatch(text, connection)));
       });
     } catch (error) {
       log.warn('refused a WebSocket upgrade that could not be handled', { error: (error as Error).message });
@@ -214,7 +237,7 @@ export class SocketServer {
 
   private serveLines(socket: Socket): LineConnection {
     const bounds = { ...this.bounds(), maxMessageBytes: this.options.limits.maxMessageBytes };
-    const connection = new LineConnection(socket, bounds, (line, self) => this.dispatch(line, self), () => this.handshakeDone.get(socket)?.());
+    const connection = new LineConnection(socket, bounds, this.peers.get(socket) ?? null, (line, self) => this.dispatch(line, self), () => this.handshakeDone.get(socket)?.());
     this.track(connection);
     return connection;
   }
@@ -236,12 +259,4 @@ export class SocketServer {
       (error) => log.error('a message could not be handled', { error: String(error) }),
     );
   }
-}
-
-/** The socket's group through the system's resolver; a bare number that names no group is used as a gid. */
-function socketGroup(group: string): AccountEntry {
-  const entry = lookupGroup(group);
-  if (entry) return entry;
-  if (/^\d+$/.test(group)) return { name: group, id: Number(group) };
-  throw new Error(`socket group "${group}" does not exist (getent group ${group} finds nothing); create it (groupadd ${group}) or drop --socket-group`);
 }

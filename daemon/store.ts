@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { ChainBreak, ChainWalker, type VerifyReport } from '../protocol/chain-verify.js';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import type { CompleteTaskInput, CreateTaskInput, LogStepInput } from '../protocol/methods.js';
-import { chainRecord, type ChainPoint, type ChainRecord, type UnchainedRecord } from '../protocol/records.js';
+import { chainRecord, type ChainPoint, type ChainRecord, type UnchainedRecord, type Writer } from '../protocol/records.js';
 import type { TaskView } from '../protocol/task-view.js';
 import { NotARegularFile } from '../node/durable-files.js';
 import { log } from '../node/log.js';
@@ -284,26 +284,27 @@ export class TaskStore implements Lifecycle {
 
   // Writes.
 
-  async createTask(params: CreateTaskInput): Promise<{ task_id: string; seq: number }> {
+  /** `writer`: who the record says wrote it (the connection's peer); undefined when attribution is off. */
+  async createTask(params: CreateTaskInput, writer: Writer | undefined): Promise<{ task_id: string; seq: number }> {
     let taskId = newTaskId();
     while (this.taskStatus(taskId)) taskId = newTaskId();
-    const seq = await this.commit(this.builder.taskCreated(params, taskId, this.machineId), taskId, false);
+    const seq = await this.commit(this.builder.taskCreated(params, taskId, this.machineId, writer), taskId, false);
     return { task_id: taskId, seq };
   }
 
-  async logStep(params: LogStepInput): Promise<{ seq: number }> {
+  async logStep(params: LogStepInput, writer: Writer | undefined): Promise<{ seq: number }> {
     this.requireRunning(params.task_id);
-    return { seq: await this.commit(this.builder.stepLogged(params), params.task_id, false) };
+    return { seq: await this.commit(this.builder.stepLogged(params, writer), params.task_id, false) };
   }
 
-  async completeTask(params: CompleteTaskInput): Promise<{ seq: number }> {
+  async completeTask(params: CompleteTaskInput, writer: Writer | undefined): Promise<{ seq: number }> {
     this.requireRunning(params.task_id);
-    return { seq: await this.commit(this.builder.taskCompleted(params), params.task_id, true) };
+    return { seq: await this.commit(this.builder.taskCompleted(params, writer), params.task_id, true) };
   }
 
-  /** Appends one of the daemon's own records (not about a task). */
+  /** Appends one of the daemon's own records (not about a task), written by the daemon itself. */
   appendDaemonRecord(body: UnchainedRecord): Promise<number> {
-    return this.commit(body);
+    return this.commit(this.builder.daemonRecord(body));
   }
 
   private taskStatus(taskId: string): 'running' | 'finished' | undefined {

@@ -19,6 +19,10 @@ class StoredTaskEntry implements TaskEntry {
     return this.task.seq;
   }
 
+  get creatorUid(): number | undefined {
+    return this.task.creatorUid;
+  }
+
   get stepSeqs(): readonly number[] {
     return this.task.stepSeqs;
   }

@@ -23,6 +23,8 @@ export interface TaskEntry {
   readonly task_id: string;
   /** The creating record's seq. */
   readonly seq: number;
+  /** Uid of the creating record's writer (who may see the task); undefined when it names none. */
+  readonly creatorUid: number | undefined;
   /** Seqs of the kept steps, ascending. */
   readonly stepSeqs: readonly number[];
   readonly completedSeq: number | undefined;

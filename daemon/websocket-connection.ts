@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import { log } from '../node/log.js';
 import { ClientConnection, type ClientBounds } from './client-connection.js';
+import type { Peer } from './peer-identity.js';
 
 /** Close codes (RFC 6455 7.4.1) for each reason a connection is closed by us. */
 const CLOSE_CODES = { behind: 1008, overloaded: 1013, timeout: 1008, shutdown: 1001 } as const;
@@ -14,9 +15,10 @@ export class WebSocketConnection extends ClientConnection {
     private readonly ws: WebSocket,
     socket: Socket,
     bounds: ClientBounds,
+    peer: Peer | null,
     handle: (text: string, connection: WebSocketConnection) => Promise<void>,
   ) {
-    super(socket, bounds);
+    super(socket, bounds, peer);
     // An oversize or malformed frame emits 'error' (and ws closes with 1009/1002): never fatal.
     ws.on('error', (error) => log.debug('websocket client error', { error: error.message }));
     // Bytes of a frame still arriving are held by ws: count them from the raw socket until the message is whole.

@@ -20,3 +20,14 @@ function lookup(database: 'passwd' | 'group', key: string): AccountEntry | null 
 
 export const lookupGroup = (nameOrGid: string) => lookup('group', nameOrGid);
 export const lookupUser = (nameOrUid: string) => lookup('passwd', nameOrUid);
+
+/**
+ * The group a flag names (`what`: e.g. "socket group"), through the system's resolver; a bare
+ * number that names no group is used as a gid. Throws, naming it and the fix, when there is no such group.
+ */
+export function requireGroup(group: string, what: string, flag: string): AccountEntry {
+  const entry = lookupGroup(group);
+  if (entry) return entry;
+  if (/^\d+$/.test(group)) return { name: group, id: Number(group) };
+  throw new Error(`${what} "${group}" does not exist (getent group ${group} finds nothing); create it (groupadd ${group}) or drop ${flag}`);
+}

@@ -49,3 +49,15 @@ export function processIdentity(pid: number): ProcessIdentity {
     exe: readOrNull(() => readlinkSync(`/proc/${pid}/exe`)),
   };
 }
+
+/**
+ * The supplementary groups of a live process (the `Groups:` line of /proc/PID/status, which the
+ * kernel writes); null when the process is gone or /proc hides it.
+ */
+export function processGroups(pid: number): number[] | null {
+  if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`processGroups: ${pid} is not a process id`);
+  const status = readOrNull(() => readFileSync(`/proc/${pid}/status`, 'utf8'));
+  const groups = status === null ? null : /^Groups:[ \t]*(.*)$/m.exec(status);
+  if (!groups) return null;
+  return groups[1].trim() === '' ? [] : groups[1].trim().split(/\s+/).map(Number);
+}

@@ -131,6 +131,8 @@ export interface StatusResult {
   max_tasks: number;
   last_seq: number;
   head_hash: string;
+  /** Who asked (uid null when attribution is off), whether it sees every task or only its own, and its counts. */
+  caller: { uid: number | null; sees: 'all' | 'own'; tasks: number; running_tasks: number };
   checkpoint_seq: number;
   uptime_s: number;
   redaction: boolean;

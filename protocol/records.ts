@@ -30,8 +30,9 @@ export interface Writer {
   uid: number;
   gid: number;
   pid: number;
-  comm: string;
-  exe: string;
+  /** /proc/PID/comm and the /proc/PID/exe link at accept time; null when /proc hid them (the peer was gone, or hidepid). */
+  comm: string | null;
+  exe: string | null;
 }
 
 interface RecordHeader {

@@ -167,9 +167,9 @@ describe('taskhistory tail', () => {
     expect(all.code, all.stderr).toBe(0);
     const lines = all.stdout.replace(/\n$/, '').split('\n');
     expect(lines).toHaveLength(4);
-    expect(lines[0]).toMatch(new RegExp(`^ +1  \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z  task_created +${task_id}  running: tail me$`));
-    expect(lines[1]).toMatch(new RegExp(`^ +2  .*  step_logged +${task_id}  step 1  success  250 ms  exit 0: make$`));
-    expect(lines[2]).toMatch(new RegExp(`^ +3  .*  step_logged +${task_id}  step 2  failed  exit 2: make test$`));
+    expect(lines[0]).toMatch(new RegExp(`^ +1  \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z  task_created +${task_id}  running  \\[uid 0 pid \\d+ [^\\]]+\\]: tail me$`));
+    expect(lines[1]).toMatch(new RegExp(`^ +2  .*  step_logged +${task_id}  step 1  success  250 ms  exit 0  \\[uid 0 pid \\d+ [^\\]]+\\]: make$`));
+    expect(lines[2]).toMatch(new RegExp(`^ +3  .*  step_logged +${task_id}  step 2  failed  exit 2  \\[uid 0 pid \\d+ [^\\]]+\\]: make test$`));
     expect(lines[3]).toMatch(new RegExp(`task_completed +${task_id}  failed$`));
 
     const lastTwo = await cli(['--socket', daemon.socketPath, 'tail', '-n', '2']);
@@ -201,7 +201,7 @@ describe('taskhistory tail', () => {
     await waitFor(() => taskFollower.stdout().includes('task_completed'), 10_000, 'the live completion in tail -f --task');
     const taskLines = taskFollower.stdout().replace(/\n$/, '').split('\n');
     expect(taskLines).toHaveLength(3);
-    expect(taskLines[1]).toMatch(new RegExp(`^ +${step.seq}  .*  step_logged +${watched.task_id}  step 1  success  12 ms  exit 0: echo live$`));
+    expect(taskLines[1]).toMatch(new RegExp(`^ +${step.seq}  .*  step_logged +${watched.task_id}  step 1  success  12 ms  exit 0  \\[uid 0 pid \\d+ [^\\]]+\\]: echo live$`));
     expect(taskFollower.stdout()).not.toContain(other.task_id);
 
     process.kill(follower.pid, 'SIGINT');

@@ -11,10 +11,11 @@ const CAPS = { field: 100, description: 50, command: 60, plan: 200 };
 const MAX_TASKS = 50;
 const VERSION = (JSON.parse(readFileSync(`${REPO}/package.json`, 'utf8')) as { version: string }).version;
 
-const TASK_KEYS = ['description', 'machine_id', 'mode', 'plan', 'planned_steps', 'seq', 'status', 'steps', 'task_id', 'timestamp'];
-const STEP_KEYS = ['command', 'seq', 'status', 'step', 'timestamp'];
+/** `writer`: who wrote the record, from the kernel (test/writers.test.ts checks its values). */
+const TASK_KEYS = ['description', 'machine_id', 'mode', 'plan', 'planned_steps', 'seq', 'status', 'steps', 'task_id', 'timestamp', 'writer'];
+const STEP_KEYS = ['command', 'seq', 'status', 'step', 'timestamp', 'writer'];
 const STATUS_KEYS = [
-  'checkpoint_seq', 'cloud', 'data_file', 'head_hash', 'last_seq', 'machine_id', 'max_tasks', 'pid', 'redaction',
+  'caller', 'checkpoint_seq', 'cloud', 'data_file', 'head_hash', 'last_seq', 'machine_id', 'max_tasks', 'pid', 'redaction',
   'running', 'running_tasks', 'socket', 'storage_error', 'tamper', 'tasks', 'uptime_s', 'version',
 ];
 

@@ -84,6 +84,25 @@ describe.skipIf(cannotRun !== null)('the units under a real systemd', () => {
     expect(verifiedRecords()).toBe(7);
   });
 
+  it("names each record's writer from the kernel through the socket systemd passed, and shows each member only its own tasks", () => {
+    const idOf = (user: string, flag: '-u' | '-g') => Number(container.check(['id', flag, user]).trim());
+    const [rootTask, aliceTask, bobTask] = exportedTasks().map((task) => task.task_id);
+    const shown = (taskId: string, user?: string) => JSON.parse(cli(['--json', 'show', taskId], user)) as { writer: { uid: number; comm: string; exe: string }; steps: { writer: { uid: number } }[] };
+    expect(shown(rootTask).writer).toMatchObject({ uid: 0, comm: 'node', exe: NODE });
+    for (const [user, taskId] of [['alice', aliceTask], ['bob', bobTask]] as const) {
+      const task = shown(taskId, user);
+      expect(task.writer).toMatchObject({ uid: idOf(user, '-u'), gid: idOf(user, '-g'), comm: 'node', exe: NODE });
+      expect(task.steps[0].writer.uid).toBe(idOf(user, '-u'));
+      // Each member sees its own task only; another's answers as a missing one.
+      const exported = JSON.parse(cli(['--json', 'export'], user)) as { tasks: { task_id: string }[] };
+      expect(exported.tasks.map((own) => own.task_id)).toEqual([taskId]);
+      const other = container.exec([NODE, CLI_BIN, '--socket', SYSTEM_SOCKET_PATH, 'show', taskId === aliceTask ? bobTask : aliceTask], { user });
+      expect(other.status).not.toBe(0);
+      expect(other.output).toContain('no task');
+      expect(JSON.parse(cli(['--json', 'status'], user)).caller).toEqual({ uid: idOf(user, '-u'), sees: 'own', tasks: 1, running_tasks: 0 });
+    }
+  });
+
   it('runs the daemon with real uids, other users\' /proc visible, CAP_SYS_PTRACE only, NoNewPrivs and a seccomp filter', () => {
     const pid = daemonState().MainPID;
     const status = container.check(['cat', `/proc/${pid}/status`]);
