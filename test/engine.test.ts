@@ -67,7 +67,7 @@ describe('a taskhistory/1 data file', () => {
     const content = readDataFileContent(dataFile);
     expect(content.records.slice(0, records.length)).toEqual(records);
     expect(verifyDataFileOnDisk(dataFile)).toMatchObject({ ok: true, head: { seq: records.length + 1 } });
-    expect(await pythonVerifies(dataFile)).toMatchObject({ ok: true, head: { seq: records.length + 1 } });
+    expect(await pythonVerifies(dataFile)).toMatchObject({ ok: true, head_seq: records.length + 1 });
 
     const run = await runPython([join(PYTHON_TEST_DIR, 'load_with_original.py'), dataFile], [PYTHON_TEST_DIR]);
     expect(run.code, run.stderr).toBe(0);
