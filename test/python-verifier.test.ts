@@ -4,6 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { isJournalSegmentName } from '../protocol/data-file.js';
 import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { openRawSocket, startDaemon, type RawSocket } from './daemon-harness.js';
+import { readDataFileContent, version1TextOf } from './data-file-reading.js';
 import { tempDir } from './processes.js';
 import { PYTHON_TEST_DIR, lastJsonLine, runPython } from './python/run-python.js';
 
@@ -23,6 +24,8 @@ const NASTY_PLAN = String.raw`[
 
 interface Written {
   dataFile: string;
+  /** The same history rendered as a taskhistory/1 file: the tamper cases below edit that format (verify-v2.test.ts edits v2). */
+  v1File: string;
   headSeq: number;
   headHash: string;
   seqs: { plan: number; output: number; truncated: number; timing: number; completed: number };
@@ -56,8 +59,11 @@ async function writeNastyChain(): Promise<Written> {
   const status = await rawCall(raw, 'status', '{}');
   raw.close();
   expect((await daemon.stop()).code).toBe(0);
+  const v1File = join(tempDir('v1-'), 'task_history.json');
+  writeFileSync(v1File, version1TextOf(daemon.dataFile));
   return {
     dataFile: daemon.dataFile,
+    v1File,
     headSeq: status.last_seq,
     headHash: status.head_hash,
     seqs: { plan: created.seq, output: output.seq, truncated: truncated.seq, timing: timing.seq, completed: completed.seq },
@@ -95,7 +101,7 @@ describe('independent Python verifier of the chain', () => {
   });
 
   it('verifies the chain the daemon wrote and reaches the head the daemon reported', async () => {
-    const doc = JSON.parse(readFileSync(written.dataFile, 'utf8'));
+    const doc = { chain: { records: readDataFileContent(written.dataFile).records } };
     // The cases this test exists for really are in the file.
     expect(recordAt(doc, written.seqs.truncated).output).toMatch(/truncated by taskhistory: 80000 bytes in all\]$/);
     expect(recordAt(doc, written.seqs.plan).plan[0].floats).toContain(1e21);
@@ -104,6 +110,7 @@ describe('independent Python verifier of the chain', () => {
     expect(report).toMatchObject({ ok: true, first_bad_seq: null, reason: null, head_seq: written.headSeq, head_hash: written.headHash });
     expect(report.checked).toBe(written.headSeq);
     expect(code).toBe(0);
+    expect((await pythonVerify(written.v1File)).report).toMatchObject({ ok: true, head_seq: written.headSeq, head_hash: written.headHash });
   });
 
   it('reads the journal beside the checkpoint: records a SIGKILL left only there are verified too', async () => {
@@ -198,7 +205,7 @@ describe('independent Python verifier of the chain', () => {
 
   for (const { name, edit, seq, reason } of cases) {
     it(`names the seq of ${name}, as the protocol's own verifier does`, async () => {
-      const copy = tamperedCopy(written.dataFile, (doc) => edit(doc, written));
+      const copy = tamperedCopy(written.v1File, (doc) => edit(doc, written));
       const { code, report } = await pythonVerify(copy);
       expect(report).toMatchObject({ ok: false, first_bad_seq: seq(written), reason, head_seq: null, head_hash: null });
       expect(code).toBe(1);
@@ -215,9 +222,9 @@ describe('independent Python verifier of the chain', () => {
       if (markElided) record.elided = { output: { state: 'truncated', length } };
       doc.tasks[0].steps[0].output = record.output;
     };
-    const marked = await pythonVerify(tamperedCopy(written.dataFile, (doc) => shorten(doc, true)));
+    const marked = await pythonVerify(tamperedCopy(written.v1File, (doc) => shorten(doc, true)));
     expect(marked.report).toMatchObject({ ok: true, head_hash: written.headHash });
-    const unmarked = await pythonVerify(tamperedCopy(written.dataFile, (doc) => shorten(doc, false)));
+    const unmarked = await pythonVerify(tamperedCopy(written.v1File, (doc) => shorten(doc, false)));
     expect(unmarked.report).toMatchObject({ ok: false, first_bad_seq: written.seqs.output, reason: 'changed content' });
   });
 

@@ -6,6 +6,7 @@ import { DATA_FILE_NAME, isJournalSegmentName, type DataFile } from '../protocol
 import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { openRawSocket, startDaemon, type RawSocket } from './daemon-harness.js';
 import { tempDir } from './processes.js';
+import { version1TextOf } from './data-file-reading.js';
 
 /**
  * Tampering with task_history.json while no daemon runs: every single-character change to a stored
@@ -18,7 +19,7 @@ import { tempDir } from './processes.js';
 const HEADER_KEYS = new Set(['seq', 'hash', 'prev_hash', 'ts', 'type', 'task_id']);
 
 interface History {
-  /** The data file as the daemon wrote it at shutdown. */
+  /** The daemon's history at shutdown, as a taskhistory/1 file (written back in its place). */
   text: string;
   doc: DataFile;
 }
@@ -31,7 +32,9 @@ async function writeHistory(daemonArgs: string[], script: (raw: RawSocket) => Pr
   raw.close();
   expect(await daemon.stop()).toEqual({ code: 0, signal: null });
   expect(readdirSync(daemon.dataDir).filter(isJournalSegmentName)).toEqual([]); // the file alone holds everything
-  const text = readFileSync(daemon.dataFile, 'utf8');
+  // These cases walk every character of the previous format; verify-v2.test.ts covers taskhistory/2.
+  const text = version1TextOf(daemon.dataFile);
+  writeFileSync(daemon.dataFile, text);
   return { text, doc: JSON.parse(text) as DataFile };
 }
 
