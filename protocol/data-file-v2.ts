@@ -1,5 +1,5 @@
 import type { Sha256Hex } from './canonical.js';
-import { DATA_FILE_FORMAT, isRecordLike, type ChainEntry } from './data-file.js';
+import { DATA_FILE_FORMAT, isRecordLike, type ChainEntry, type DataFileV1, type DataFileV2 } from './data-file.js';
 import { LARGE_FIELDS, type ChainPoint, type ChainRecord, type RecordStub, type StepLoggedRecord } from './records.js';
 import type { StepView, TaskView } from './task-view.js';
 
@@ -152,6 +152,33 @@ export function* dataFileV2Lines(doc: DataFileContent): Generator<string> {
     yield TASK_END_LINE;
   }
   yield DOCUMENT_END_LINE;
+}
+
+/**
+ * The kept records a parsed data file of either format holds, in seq order, with their large
+ * fields: v2 steps rebuilt from their views (the spec's rule; verify the file first, this trusts it).
+ */
+export function recordsOfDataFile(doc: DataFileV1 | DataFileV2, sha256Hex: Sha256Hex): ChainRecord[] {
+  if (doc.format !== DATA_FILE_FORMAT) return doc.chain.records;
+  const { anchor, entries } = doc.chain;
+  const hashAt = (seq: number) => (seq === anchor.seq ? anchor.hash : entryHash(entries[seq - anchor.seq - 1]));
+  const records = new Map<number, ChainRecord>();
+  for (const entry of entries) if (!Array.isArray(entry)) records.set(entry.seq, entry);
+  for (const task of doc.tasks) {
+    for (const view of task.steps) {
+      const full = records.get(view.seq);
+      if (full?.type === 'step_logged') {
+        const record = { ...full };
+        for (const field of LARGE_FIELDS) if (view[field] !== undefined) record[field] = view[field];
+        records.set(view.seq, record);
+      } else records.set(view.seq, rebuildStepRecord(view, task.task_id, hashAt(view.seq - 1), hashAt(view.seq), sha256Hex));
+    }
+  }
+  return [...records.values()].sort((a, b) => a.seq - b.seq);
+}
+
+function entryHash(entry: ChainEntry): string {
+  return Array.isArray(entry) ? entry[1] : entry.hash;
 }
 
 // ---- decoders for the fast scan (lines without their "\n") ----

@@ -6,6 +6,8 @@ import { launchChromium, openPage, type PageProblems, type TestBrowser } from '.
 import { fileBackend, makeChain, openCloudSocket, startCloud, writeTokensFile } from './cloud-harness.js';
 import { readJournalRecords } from '../node/journal-files.js';
 import { parseDataFile } from '../protocol/chain-verify.js';
+import { recordsOfDataFile } from '../protocol/data-file-v2.js';
+import { sha256Hex } from '../node/sha256.js';
 import type { ChainRecord } from '../protocol/records.js';
 import { REPO, type Daemon, type RawSocket } from './daemon-harness.js';
 import { startConsoleSite, startPushingDaemon, waitForPushed, type ConsoleSite } from './console-site.js';
@@ -75,7 +77,7 @@ afterAll(async () => {
 /** A task's records as the daemon keeps them on disk (its checkpoint, then its journal's newer records), in seq order. */
 function daemonRecordsOf(machine: string, taskId: string): ChainRecord[] {
   const { dataDir, dataFile } = daemons[machine];
-  const checkpointed = existsSync(dataFile) ? parseDataFile(readFileSync(dataFile, 'utf8')).chain.records : [];
+  const checkpointed = existsSync(dataFile) ? recordsOfDataFile(parseDataFile(readFileSync(dataFile, 'utf8')), sha256Hex) : [];
   const bySeq = new Map([...checkpointed, ...readJournalRecords(dataDir)].map((record) => [record.seq, record]));
   return [...bySeq.values()].filter((record) => 'task_id' in record && record.task_id === taskId).sort((a, b) => a.seq - b.seq);
 }

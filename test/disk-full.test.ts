@@ -3,6 +3,8 @@ import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:f
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseDataFile } from '../protocol/chain-verify.js';
+import { recordsOfDataFile } from '../protocol/data-file-v2.js';
+import { sha256Hex } from '../node/sha256.js';
 import { ErrorCodes } from '../protocol/errors.js';
 import type { StatusResult } from '../protocol/methods.js';
 import type { TaskView } from '../protocol/task-view.js';
@@ -150,7 +152,7 @@ describe(`a data dir on a ${TMPFS_SIZE} tmpfs that fills up`, () => {
     expect(await live.stop('SIGTERM')).toEqual({ code: 0, signal: null });
     const doc = parseDataFile(readFileSync(live.dataFile, 'utf8'));
     expect(verifyDataFileOnDisk(live.dataFile)).toMatchObject({ ok: true, head: doc.head });
-    expect(doc.chain.records.map((r) => r.seq)).toEqual(Array.from({ length: doc.head.seq }, (_, i) => i + 1));
+    expect(recordsOfDataFile(doc, sha256Hex).map((r) => r.seq)).toEqual(Array.from({ length: doc.head.seq }, (_, i) => i + 1));
 
     daemon = await startDaemon({ dataDir: live.dataDir, socketPath: live.socketPath });
     raw = await openRawSocket(daemon.socketPath);
