@@ -1,8 +1,7 @@
 import { closeSync, constants, fstatSync, type Stats } from 'node:fs';
 import { parseDataFile, verifyDataFile } from '../protocol/chain-verify.js';
 import type { DataFileV1, DataFileV2 } from '../protocol/data-file.js';
-import { dataFileContent } from '../protocol/data-file-content.js';
-import { dataFileV2Lines } from '../protocol/data-file-v2.js';
+import { dataFileContent, dataFileV2Lines } from '../protocol/data-file-v2.js';
 import type { ChainPoint } from '../protocol/records.js';
 import { DurableFileWriter, openRegularFileSync, readRegularFileSync } from '../node/durable-files.js';
 import { log } from '../node/log.js';

@@ -104,16 +104,21 @@ export class DataFileV2Verifier {
     this.walker.head = { seq, hash: record.hash };
     this.index(record.hash, record.type === 'step_logged' ? Kind.FullStep : Kind.FullOther);
     if (record.type === 'step_logged') this.fullSteps.set(seq, record);
-    else this.trackTask(record);
+    else this.trackTask(record, problem === null);
   }
 
   /** Kept tasks in creation order and their completions: what the task heads must say. */
-  private trackTask(record: ChainRecord): void {
+  private trackTask(record: ChainRecord, intact: boolean): void {
     if (record.type === 'task_created') {
-      const head = applyRecordToTasks(new Map(), record) as Partial<TaskView>;
-      delete head.steps;
+      // A damaged record (already reported) gives no head to compare with.
+      let headDigest = '';
+      if (intact && Array.isArray(record.plan)) {
+        const head = applyRecordToTasks(new Map(), record) as Partial<TaskView>;
+        delete head.steps;
+        headDigest = this.sha256Hex(canonicalize(head));
+      }
       this.keptIndex.set(record.task_id, this.kept.length);
-      this.kept.push({ task_id: record.task_id, seq: record.seq, headDigest: this.sha256Hex(canonicalize(head)) });
+      this.kept.push({ task_id: record.task_id, seq: record.seq, headDigest });
     } else if (record.type === 'task_completed') {
       const index = this.keptIndex.get(record.task_id);
       if (index !== undefined) this.kept[index].completion = { status: record.final_status, ts: record.ts, seq: record.seq };

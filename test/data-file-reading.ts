@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseDataFile } from '../protocol/chain-verify.js';
 import { DATA_FILE_FORMAT_V1, type DataFileV1 } from '../protocol/data-file.js';
-import { dataFileContent, type DataFileContent } from '../protocol/data-file-content.js';
+import { dataFileContent, type DataFileContent } from '../protocol/data-file-v2.js';
 import { sha256Hex } from '../node/sha256.js';
 
 /** A data file's content (records with their texts, stubs, tasks) and its stored `count`, whatever its format. */

@@ -14,6 +14,7 @@ import {
   peekEntrySeqHash,
   peekStepSeq,
   rebuildStepRecord,
+  dataFileContent,
   stepViewLine,
   stepViewOf,
   TASK_END_LINE,
@@ -116,6 +117,11 @@ describe('the taskhistory/2 encoding', () => {
     const view = { ...doc.tasks[0].steps[0], output: 'line 1\nline 2 ünïcödé 🚀!' };
     const original = stepRecords.get(view.seq)!;
     expect(recordHash(rebuildStepRecord(view, 't-a', original.prev_hash, original.hash, sha256Hex), sha256Hex)).not.toBe(original.hash);
+  });
+
+  it('gives back every kept record, large fields included, from a v2 or a v1 document', () => {
+    expect(dataFileContent(doc, sha256Hex).records).toEqual(JSON.parse(JSON.stringify(content.records)));
+    expect(dataFileContent(v1Doc(content), sha256Hex).records).toBe(content.records);
   });
 
   it('copies the writer onto the task and step views', () => {

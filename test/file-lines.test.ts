@@ -10,7 +10,7 @@ interface Line {
 }
 
 /** Every line forEachLine reports for `content` read from `from`, and its result. */
-function linesOf(content: Buffer | string, from = 0): { lines: Line[]; result: { end: number; partial: boolean } } {
+function linesOf(content: Buffer | string, from = 0): { lines: Line[]; result: { end: number; partial: boolean; dataEnd: number } } {
   const file = join(tempDir('taskhistory-lines-'), 'f');
   writeFileSync(file, content);
   const fd = openSync(file, 'r');
@@ -50,7 +50,7 @@ describe('forEachLine', () => {
     const content = parts.join('');
     const { lines, result } = linesOf(content);
     expect(lines).toEqual(expectedLines(content));
-    expect(result).toEqual({ end: Buffer.byteLength(content), partial: false });
+    expect(result).toEqual({ end: Buffer.byteLength(content), partial: false, dataEnd: Buffer.byteLength(content) });
   });
 
   it('joins a line longer than a chunk (2 MiB and 5 MiB) and the lines around it', () => {
@@ -67,12 +67,28 @@ describe('forEachLine', () => {
     const { lines, result } = linesOf(content, from);
     expect(lines).toEqual(expectedLines(content, from));
     expect(lines[0]).toEqual({ text: 'second', offset: 6 });
-    expect(result).toEqual({ end: content.lastIndexOf('\n') + 1, partial: true });
+    expect(result).toMatchObject({ end: content.lastIndexOf('\n') + 1, partial: true });
   });
 
   it('reports nothing for an empty file or a start at its end', () => {
-    expect(linesOf('')).toEqual({ lines: [], result: { end: 0, partial: false } });
-    expect(linesOf('a\n', 2)).toEqual({ lines: [], result: { end: 2, partial: false } });
-    expect(linesOf('no newline')).toEqual({ lines: [], result: { end: 0, partial: true } });
+    expect(linesOf('')).toEqual({ lines: [], result: { end: 0, partial: false, dataEnd: 0 } });
+    expect(linesOf('a\n', 2)).toEqual({ lines: [], result: { end: 2, partial: false, dataEnd: 2 } });
+    expect(linesOf('no newline')).toEqual({ lines: [], result: { end: 0, partial: true, dataEnd: 10 } });
+  });
+});
+
+describe('forEachLine with stopAtByte', () => {
+  it('ends the lines at the first such byte and says where it is', () => {
+    const content = Buffer.concat([Buffer.from('one\ntwo\nthr'), Buffer.alloc(5), Buffer.from('x\n'), Buffer.alloc(3)]);
+    const file = join(tempDir('taskhistory-lines-'), 'f');
+    writeFileSync(file, content);
+    const fd = openSync(file, 'r');
+    const lines: string[] = [];
+    try {
+      expect(forEachLine(fd, 0, (bytes, start, end) => lines.push(bytes.toString('utf8', start, end)), 0)).toEqual({ end: 8, partial: true, dataEnd: 11 });
+    } finally {
+      closeSync(fd);
+    }
+    expect(lines).toEqual(['one', 'two']);
   });
 });

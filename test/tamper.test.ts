@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { sha256Hex } from '../node/sha256.js';
-import type { DataFileContent } from '../protocol/data-file-content.js';
+import type { DataFileContent } from '../protocol/data-file-v2.js';
 import { contentOfText } from './data-file-reading.js';
 import type { EventParams, StatusResult } from '../protocol/methods.js';
 import type { TamperDetectedRecord, TaskCreatedRecord } from '../protocol/records.js';

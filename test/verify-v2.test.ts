@@ -184,4 +184,39 @@ describe('verifying taskhistory/2 files', () => {
     doc.tasks[0].steps[299].output = doc.tasks[0].steps[299].output!.replace('o', '0');
     await expectVerdict(canonicalText(doc), bad('changed content', doc.tasks[0].steps[299].seq), []);
   });
+
+  it('every single-character change gets the same verdict from all three verifiers, and one in "tasks" is caught', async () => {
+    const tasksStart = intact.indexOf(TASKS_SECTION_LINE);
+    const elidedLine = intact.split('\n').find((l) => l.includes(`{"seq":${elidedSeq},`))!;
+    const elidedOutput = intact.indexOf(elidedLine) + elidedLine.indexOf('"output"');
+    let caught = 0;
+    const files: string[] = [];
+    const verdicts: (Verdict & { at: string })[] = [];
+    for (let i = 0; i < intact.length; i++) {
+      const c = intact[i];
+      if (!/[0-9a-z]/i.test(c)) continue;
+      const changed = `${intact.slice(0, i)}${/[0-9]/.test(c) ? String((Number(c) + 1) % 10) : c === 'a' ? 'b' : 'a'}${intact.slice(i + 1)}`;
+      const file = dataDirWith(changed, []);
+      const streamed = verifyDataFileOnDisk(file);
+      const whole = reportFrom(() => verifyDataFile(parseDataFile(changed), sha256Hex));
+      expect({ at: i, ok: streamed.ok, reason: streamed.reason, seq: streamed.first_bad_seq }).toEqual({ at: i, ok: whole.ok, reason: whole.reason, seq: whole.first_bad_seq });
+      files.push(file);
+      verdicts.push({ at: `${i}: ${changed.slice(Math.max(0, i - 20), i + 20)}`, ok: streamed.ok, reason: streamed.reason, first_bad_seq: streamed.first_bad_seq });
+      // an elided output's text is not covered by its digest (as in v1)
+      const inElidedText = i > elidedOutput && i < elidedOutput + 60;
+      if (i > tasksStart && !inElidedText) {
+        expect({ at: i, ok: streamed.ok }).toEqual({ at: i, ok: false });
+        caught++;
+      }
+    }
+    expect(caught).toBeGreaterThan(500);
+    // The Python verifier on every changed file, in one process.
+    const listFile = join(tempDir('taskhistory-v2-fuzz-'), 'files.json');
+    writeFileSync(listFile, JSON.stringify(files));
+    const code = 'import json, sys\nimport verify_chain\nfor path in json.load(open(sys.argv[1])):\n    r = verify_chain.verify(path)\n    print(json.dumps({"ok": r["ok"], "reason": r["reason"], "first_bad_seq": r["first_bad_seq"]}))';
+    const run = await runPython(['-c', code, listFile], [PYTHON_TEST_DIR]);
+    expect(run.stderr).toBe('');
+    const python = run.stdout.trim().split('\n').map((l) => JSON.parse(l) as Verdict);
+    expect(python.map((v, i) => ({ at: verdicts[i].at, ...v }))).toEqual(verdicts);
+  }, 120_000);
 });

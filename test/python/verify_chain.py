@@ -468,6 +468,10 @@ class V2File:
             self.problems.add("changed content", None, '"count" is %r but "tasks" holds %d' % (count, len(tasks)))
 
     def check_head(self, position: int, created: Dict[str, Any], have: Dict[str, Any]) -> None:
+        if content_problem(created) or not isinstance(created.get("plan"), list):
+            # A damaged record (already reported) gives no head to compare with.
+            self.problems.add("changed content", created["seq"], '"tasks[%d]" has a damaged record behind it' % position)
+            return
         want = tasks_from_records([created])[0]
         del want["steps"]
         rest = {key: value for key, value in have.items() if key not in ("steps", "status", "completed_at", "completed_seq")}
@@ -476,7 +480,7 @@ class V2File:
         missing = object()
         status, completed_at, completed_seq = (have.get(key, missing) for key in ("status", "completed_at", "completed_seq"))
         if done:
-            completion_ok = (status is not missing and same_json(status, done["final_status"]) and completed_at is not missing
+            completion_ok = (status is not missing and same_json(status, done.get("final_status")) and completed_at is not missing
                              and same_json(completed_at, done["ts"]) and completed_seq is not missing and same_json(completed_seq, done["seq"]))
         else:
             # Without a break, a task not completed in the chain must say so; its completion may lie behind a break.
@@ -568,6 +572,11 @@ def data_file_shape_problem(doc: Any) -> Optional[str]:
         return "the top level is not an object"
     if not isinstance(doc.get("tasks"), list):
         return '"tasks" is not a list'
+    max_tasks = doc.get("max_tasks")
+    if not isinstance(max_tasks, int) or isinstance(max_tasks, bool) or max_tasks < 1:
+        return '"max_tasks" is not a positive integer'
+    if not isinstance(doc.get("machine_id"), str):
+        return '"machine_id" is not a string'
     if not is_point(doc.get("head")):
         return '"head" is not {seq, hash}'
     chain = doc.get("chain")
