@@ -64,7 +64,7 @@ const DEFAULT_MAX_BUFFERED_BYTES = 512 * 1024 * 1024;
 const DEFAULT_MAX_BATCH_REQUESTS = 1000;
 const DEFAULT_MAX_BATCH_ANSWER_BYTES = 16 * 1024 * 1024;
 const DEFAULT_BATCH_CONCURRENCY = 32;
-const DEFAULT_CACHE_BYTES = 16 * 1024 * 1024;
+const DEFAULT_CACHE_BYTES = 8 * 1024 * 1024;
 /** Records and bytes per batch pushed to the cloud. */
 export const CLOUD_BATCH_RECORDS = 2000;
 export const CLOUD_BATCH_BYTES = 4 * 1024 * 1024;

@@ -336,8 +336,8 @@ export class TaskStore implements Lifecycle {
     let offset = place.offset;
     for (let i = 0; i < records.length; i++) {
       const length = Buffer.byteLength(lines[i]);
-      // The place excludes the line's newline.
-      this.applyDurable(records[i], { fileId: place.fileId, offset, length: length - 1 }, lines[i].slice(0, -1));
+      // The place excludes the line's newline; the cached text keeps it (JSON.parse ignores it), so no copy is made.
+      this.applyDurable(records[i], { fileId: place.fileId, offset, length: length - 1 }, lines[i]);
       offset += length;
     }
     const last = records[records.length - 1].seq;
