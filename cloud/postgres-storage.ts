@@ -18,10 +18,15 @@ import { searchTextOf, taskChangesOf, type TaskChange } from './task-facts.js';
  */
 const STORED_CHANNEL = 'taskhistory_stored';
 /**
- * A database that is down refuses connections at once; an overloaded one (every pooled connection
- * busy this long) fails the request with StorageFailure instead of queueing it without end.
+ * Every wait on the database is bounded, so a database that is down, hung or saturated answers a
+ * request with StorageFailure (1004, retry_after_ms) in about a second whatever the load, and nothing
+ * queues without end: POOL_WAIT_MS for a pooled connection (waiting for a free one, or opening one:
+ * a stopped server refuses at once, a hung one times out), QUERY_TIMEOUT_MS for each statement
+ * (the server's statement_timeout, and the client's own timer for a server that does not answer).
+ * A connection whose statement failed is discarded, never reused mid-statement.
  */
-const CONNECT_TIMEOUT_MS = 5000;
+const POOL_WAIT_MS = 1000;
+const QUERY_TIMEOUT_MS = 1000;
 const RETRY_AFTER_MS = 1000;
 const LISTEN_RETRY_MS = 1000;
 const POOL_SIZE = 20;
@@ -57,17 +62,26 @@ export class PostgresStorage implements CloudStorage {
 
   /** Connects, migrates the schema and starts the live feed. Nothing is read from the stored data. */
   static async open(url: string): Promise<PostgresStorage> {
-    const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, types });
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: POOL_SIZE,
+      connectionTimeoutMillis: POOL_WAIT_MS,
+      statement_timeout: QUERY_TIMEOUT_MS,
+      query_timeout: QUERY_TIMEOUT_MS,
+      types,
+    });
     // An idle connection cut by the server (restart, failover) must not take the process down.
     pool.on('error', (error) => log.warn('a database connection was closed', { database: describeDatabase(url), error: error.message }));
     const storage = new PostgresStorage(pool, url);
     try {
-      const client = await pool.connect();
+      // Migrating may build indexes over everything stored: its own connection, without the request bounds.
+      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: POOL_WAIT_MS });
+      await client.connect();
       try {
         const applied = await migrate(client, describeDatabase(url));
         if (applied.length) log.info('migrated the database', { database: describeDatabase(url), versions: applied.join(',') });
       } finally {
-        client.release();
+        await client.end();
       }
       await storage.listen();
     } catch (error) {
@@ -88,7 +102,7 @@ export class PostgresStorage implements CloudStorage {
 
   async extend(machineId: string, intake: BatchIntake): Promise<Extension> {
     const client = await this.connect();
-    let broken: Error | undefined;
+    let broken: unknown;
     try {
       await client.query('BEGIN');
       await client.query('INSERT INTO machines (machine_id) VALUES ($1) ON CONFLICT DO NOTHING', [machineId]);
@@ -119,22 +133,21 @@ export class PostgresStorage implements CloudStorage {
       await client.query('COMMIT');
       return { head: { seq: last.seq, hash: last.hash }, stored: fresh.length };
     } catch (error) {
-      await client.query('ROLLBACK').catch((rollback: Error) => (broken = rollback));
+      // A refused batch leaves a sound connection; after a database error it is discarded (the server rolls back).
+      if (error instanceof BatchRefused) await client.query('ROLLBACK').catch((rollback: unknown) => (broken = rollback));
+      else broken = error;
       if (error instanceof BatchRefused) throw error;
       throw this.unavailable(error);
     } finally {
-      client.release(broken);
+      client.release(broken as Error | undefined);
     }
   }
 
   async read(machineId: string, afterSeq: number, limit: number, maxBytes: number): Promise<ChainRecord[]> {
-    const client = await this.connect();
     try {
-      return await readRecords(client, machineId, afterSeq, limit, maxBytes);
+      return await readRecords(this.pool, machineId, afterSeq, limit, maxBytes);
     } catch (error) {
       throw this.unavailable(error);
-    } finally {
-      client.release();
     }
   }
 
@@ -225,7 +238,7 @@ export class PostgresStorage implements CloudStorage {
 
   /** A dedicated connection LISTENing for every endpoint's pushes; reconnects while the storage is open. */
   private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, types });
+    const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: POOL_WAIT_MS, types });
     const retry = () => {
       if (this.listener !== client || this.closed) return;
       this.listener = null;
@@ -268,7 +281,7 @@ export class PostgresStorage implements CloudStorage {
   }
 }
 
-async function readRecords(client: pg.ClientBase, machineId: string, afterSeq: number, limit: number, maxBytes: number): Promise<ChainRecord[]> {
+async function readRecords(client: pg.ClientBase | pg.Pool, machineId: string, afterSeq: number, limit: number, maxBytes: number): Promise<ChainRecord[]> {
   // At most `limit` records and about `maxBytes`, one record at least.
   const { rows } = await client.query<{ record: string }>(
     `SELECT record FROM (
