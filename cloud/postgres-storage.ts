@@ -4,6 +4,7 @@ import type { FleetMachine, FleetTaskDetail, FleetTaskSummary, Incident, StepSum
 import { log } from '../node/log.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
 import type { TaskView } from '../protocol/task-view.js';
+import { BatchRefused } from './chain-intake.js';
 import { migrate } from './migrations.js';
 import { StorageUnavailable, type BatchIntake, type CloudStorage, type Extension, type TaskFilter, type TaskKey } from './storage.js';
 import { taskDetailOf } from './task-detail.js';
@@ -101,30 +102,38 @@ export class PostgresStorage implements CloudStorage {
   }
 
   async head(machineId: string): Promise<ChainPoint> {
-    const { rows } = await this.query<{ head_seq: number; head_hash: string }>('SELECT head_seq, head_hash FROM machines WHERE machine_id = $1', [machineId]);
-    return rows.length ? { seq: rows[0].head_seq, hash: rows[0].head_hash } : { seq: 0, hash: GENESIS_HASH };
+    return headOf((await this.query<HeadRow>(HEAD, [machineId], 'head')).rows);
   }
 
   /**
-   * Two statements, no lock held across the endpoint's checks: the head is read, the batch checked
-   * against it, and one statement (storeBatch) stores the records, the task facts and the new head
-   * only if the stored head is still the one read. Another endpoint that moved the head first (the
-   * same batch re-sent there) makes it store nothing; the batch is then checked again against the
-   * new head, where its records are already held.
+   * Two statements on one connection, no lock held across the endpoint's checks: the head is read,
+   * the batch checked against it, and one statement (STORE_BATCH) stores the records, the task
+   * facts and the new head only if the stored head is still the one read. Another endpoint that
+   * moved the head first (the same batch re-sent there) makes it store nothing; the batch is then
+   * checked again against the new head, where its records are already held.
    */
   async extend(machineId: string, intake: BatchIntake): Promise<Extension> {
-    for (let attempt = 1; ; attempt++) {
-      const head = await this.head(machineId);
-      const fresh = await intake(head, (afterSeq, count) => readRecords(this.pool, machineId, afterSeq, count, Number.MAX_SAFE_INTEGER).catch((error: unknown) => {
-        throw this.unavailable(error);
-      }));
-      if (fresh.length === 0) return { head, stored: 0 };
-      const last = fresh[fresh.length - 1];
-      const { rows } = await this.query<{ moved: number }>(STORE_BATCH, storeBatchValues(machineId, head, fresh));
-      if (rows[0].moved === 1) return { head: { seq: last.seq, hash: last.hash }, stored: fresh.length };
-      if (attempt === MAX_STORE_ATTEMPTS) {
-        throw new StorageUnavailable(`PostgreSQL at ${describeDatabase(this.url)}: machine ${machineId}'s head moved under ${attempt} pushes in a row`, RETRY_AFTER_MS);
+    const client = await this.connection();
+    let broken: unknown;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const head = headOf((await client.query<HeadRow>({ text: HEAD, values: [machineId], name: 'head' })).rows);
+        const fresh = await intake(head, (afterSeq, count) => readRecords(client, machineId, afterSeq, count, Number.MAX_SAFE_INTEGER));
+        if (fresh.length === 0) return { head, stored: 0 };
+        const last = fresh[fresh.length - 1];
+        const { rows } = await client.query<{ moved: number }>({ text: STORE_BATCH, values: storeBatchValues(machineId, head, fresh), name: 'store-batch' });
+        if (rows[0].moved === 1) return { head: { seq: last.seq, hash: last.hash }, stored: fresh.length };
+        if (attempt === MAX_STORE_ATTEMPTS) {
+          throw new StorageUnavailable(`PostgreSQL at ${describeDatabase(this.url)}: machine ${machineId}'s head moved under ${attempt} pushes in a row`, RETRY_AFTER_MS);
+        }
       }
+    } catch (error) {
+      if (error instanceof BatchRefused || error instanceof StorageUnavailable) throw error;
+      // A connection whose statement failed (or timed out, still running) is discarded, not reused.
+      broken = error;
+      throw this.unavailable(error);
+    } finally {
+      client.release(broken as Error | undefined);
     }
   }
 
@@ -251,9 +260,18 @@ export class PostgresStorage implements CloudStorage {
     }
   }
 
-  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
+  private async connection(): Promise<pg.PoolClient> {
     try {
-      return await this.pool.query<R>(text, values);
+      return await this.pool.connect();
+    } catch (error) {
+      throw this.unavailable(error);
+    }
+  }
+
+  /** A `name`d statement is parsed and planned once per connection: the push path's two. */
+  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = [], name?: string): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.pool.query<R>({ text, values, name });
     } catch (error) {
       throw this.unavailable(error);
     }
@@ -263,6 +281,16 @@ export class PostgresStorage implements CloudStorage {
     if (error instanceof StorageUnavailable) return error;
     return new StorageUnavailable(`PostgreSQL at ${describeDatabase(this.url)}: ${(error as Error).message}`, RETRY_AFTER_MS);
   }
+}
+
+const HEAD = 'SELECT head_seq, head_hash FROM machines WHERE machine_id = $1';
+interface HeadRow {
+  head_seq: number;
+  head_hash: string;
+}
+
+function headOf(rows: HeadRow[]): ChainPoint {
+  return rows.length ? { seq: rows[0].head_seq, hash: rows[0].head_hash } : { seq: 0, hash: GENESIS_HASH };
 }
 
 async function readRecords(client: pg.ClientBase | pg.Pool, machineId: string, afterSeq: number, limit: number, maxBytes: number): Promise<ChainRecord[]> {
