@@ -8,23 +8,34 @@ import { BatchRefused } from './chain-intake.js';
 import { migrate } from './migrations.js';
 import { StorageUnavailable, type BatchIntake, type CloudStorage, type Extension, type TaskFilter, type TaskKey } from './storage.js';
 import { taskDetailOf } from './task-detail.js';
-import { searchTextOf, taskChangesOf, type TaskChange } from './task-facts.js';
+import { searchTextOf, taskChangesOf } from './task-facts.js';
 
 /**
  * The fleet backend: every endpoint process on one PostgreSQL database, no per-machine state in
- * memory. A push is one transaction: the machine's head row locked (SELECT ... FOR UPDATE), the
- * batch checked against it, the new records inserted in one statement, the task facts and the
- * head updated, a NOTIFY for the live feed, COMMIT (durable as the server's synchronous_commit).
+ * memory. A push is two statements (extend): the head read, then one statement that stores the
+ * batch, its task facts, the new head and a NOTIFY for the live feed only if the head is still the
+ * one read (its row locked by that statement), committed as one transaction (durable as the
+ * server's synchronous_commit) before the acknowledgement.
  */
 const STORED_CHANNEL = 'taskhistory_stored';
 /**
- * A database that is down refuses connections at once; an overloaded one (every pooled connection
- * busy this long) fails the request with StorageFailure instead of queueing it without end.
+ * Every wait on the database is bounded, so a database that is down, hung or saturated answers a
+ * request with StorageFailure (1004, retry_after_ms) in about a second whatever the load, and nothing
+ * queues without end: POOL_WAIT_MS for a pooled connection (waiting for a free one, or opening one:
+ * a stopped server refuses at once, a hung one times out), QUERY_TIMEOUT_MS for each statement
+ * (the server's statement_timeout, and the client's own timer for a server that does not answer).
+ * A connection whose statement failed is discarded, never reused mid-statement.
  */
-const CONNECT_TIMEOUT_MS = 5000;
+const POOL_WAIT_MS = 1000;
+const QUERY_TIMEOUT_MS = 1000;
 const RETRY_AFTER_MS = 1000;
 const LISTEN_RETRY_MS = 1000;
 const POOL_SIZE = 20;
+/** A text search first looks among this many newest tasks (that fit the other filters). */
+const RECENT_TASKS_SEARCHED = 2000;
+const TASK_COLUMNS = 'machine_id, task_id, created, seq, description, mode, plan, agent, status, completed, completed_seq, steps';
+/** A push whose head another push moved this many times in a row (a fleet of duplicates) is answered 1004. */
+const MAX_STORE_ATTEMPTS = 5;
 
 /** seq and the counters are bigint: within 2^53, read them as numbers. */
 const types = {
@@ -57,17 +68,26 @@ export class PostgresStorage implements CloudStorage {
 
   /** Connects, migrates the schema and starts the live feed. Nothing is read from the stored data. */
   static async open(url: string): Promise<PostgresStorage> {
-    const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, types });
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: POOL_SIZE,
+      connectionTimeoutMillis: POOL_WAIT_MS,
+      statement_timeout: QUERY_TIMEOUT_MS,
+      query_timeout: QUERY_TIMEOUT_MS,
+      types,
+    });
     // An idle connection cut by the server (restart, failover) must not take the process down.
     pool.on('error', (error) => log.warn('a database connection was closed', { database: describeDatabase(url), error: error.message }));
     const storage = new PostgresStorage(pool, url);
     try {
-      const client = await pool.connect();
+      // Migrating may build indexes over everything stored: its own connection, without the request bounds.
+      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: POOL_WAIT_MS });
+      await client.connect();
       try {
         const applied = await migrate(client, describeDatabase(url));
         if (applied.length) log.info('migrated the database', { database: describeDatabase(url), versions: applied.join(',') });
       } finally {
-        client.release();
+        await client.end();
       }
       await storage.listen();
     } catch (error) {
@@ -82,59 +102,46 @@ export class PostgresStorage implements CloudStorage {
   }
 
   async head(machineId: string): Promise<ChainPoint> {
-    const { rows } = await this.query<{ head_seq: number; head_hash: string }>('SELECT head_seq, head_hash FROM machines WHERE machine_id = $1', [machineId]);
-    return rows.length ? { seq: rows[0].head_seq, hash: rows[0].head_hash } : { seq: 0, hash: GENESIS_HASH };
+    return headOf((await this.query<HeadRow>(HEAD, [machineId], 'head')).rows);
   }
 
+  /**
+   * Two statements on one connection, no lock held across the endpoint's checks: the head is read,
+   * the batch checked against it, and one statement (STORE_BATCH) stores the records, the task
+   * facts and the new head only if the stored head is still the one read. Another endpoint that
+   * moved the head first (the same batch re-sent there) makes it store nothing; the batch is then
+   * checked again against the new head, where its records are already held.
+   */
   async extend(machineId: string, intake: BatchIntake): Promise<Extension> {
-    const client = await this.connect();
-    let broken: Error | undefined;
+    const client = await this.connection();
+    let broken: unknown;
     try {
-      await client.query('BEGIN');
-      await client.query('INSERT INTO machines (machine_id) VALUES ($1) ON CONFLICT DO NOTHING', [machineId]);
-      const { rows } = await client.query<{ head_seq: number; head_hash: string }>('SELECT head_seq, head_hash FROM machines WHERE machine_id = $1 FOR UPDATE', [machineId]);
-      const head = { seq: rows[0].head_seq, hash: rows[0].head_hash };
-      const fresh = await intake(head, (afterSeq, count) => readRecords(client, machineId, afterSeq, count, Number.MAX_SAFE_INTEGER));
-      if (fresh.length === 0) {
-        await client.query('ROLLBACK');
-        return { head, stored: 0 };
+      for (let attempt = 1; ; attempt++) {
+        const head = headOf((await client.query<HeadRow>({ text: HEAD, values: [machineId], name: 'head' })).rows);
+        const fresh = await intake(head, (afterSeq, count) => readRecords(client, machineId, afterSeq, count, Number.MAX_SAFE_INTEGER));
+        if (fresh.length === 0) return { head, stored: 0 };
+        const last = fresh[fresh.length - 1];
+        const { rows } = await client.query<{ moved: number }>({ text: STORE_BATCH, values: storeBatchValues(machineId, head, fresh), name: 'store-batch' });
+        if (rows[0].moved === 1) return { head: { seq: last.seq, hash: last.hash }, stored: fresh.length };
+        if (attempt === MAX_STORE_ATTEMPTS) {
+          throw new StorageUnavailable(`PostgreSQL at ${describeDatabase(this.url)}: machine ${machineId}'s head moved under ${attempt} pushes in a row`, RETRY_AFTER_MS);
+        }
       }
-      await client.query('INSERT INTO records (machine_id, seq, task_id, record) SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[])', [
-        machineId,
-        fresh.map((record) => record.seq),
-        fresh.map((record) => ('task_id' in record ? record.task_id : null)),
-        fresh.map((record) => JSON.stringify(record)),
-      ]);
-      const counts = await applyTaskChanges(client, machineId, taskChangesOf(machineId, fresh));
-      const last = fresh[fresh.length - 1];
-      await client.query('UPDATE machines SET head_seq = $2, head_hash = $3, last_push_at = now(), tasks = tasks + $4, running = running + $5 WHERE machine_id = $1', [
-        machineId,
-        last.seq,
-        last.hash,
-        counts.tasks,
-        counts.running,
-      ]);
-      const event: StoredEvent = { machine_id: machineId, first_seq: fresh[0].seq, last_seq: last.seq };
-      await client.query('SELECT pg_notify($1, $2)', [STORED_CHANNEL, JSON.stringify(event)]);
-      await client.query('COMMIT');
-      return { head: { seq: last.seq, hash: last.hash }, stored: fresh.length };
     } catch (error) {
-      await client.query('ROLLBACK').catch((rollback: Error) => (broken = rollback));
-      if (error instanceof BatchRefused) throw error;
+      if (error instanceof BatchRefused || error instanceof StorageUnavailable) throw error;
+      // A connection whose statement failed (or timed out, still running) is discarded, not reused.
+      broken = error;
       throw this.unavailable(error);
     } finally {
-      client.release(broken);
+      client.release(broken as Error | undefined);
     }
   }
 
   async read(machineId: string, afterSeq: number, limit: number, maxBytes: number): Promise<ChainRecord[]> {
-    const client = await this.connect();
     try {
-      return await readRecords(client, machineId, afterSeq, limit, maxBytes);
+      return await readRecords(this.pool, machineId, afterSeq, limit, maxBytes);
     } catch (error) {
       throw this.unavailable(error);
-    } finally {
-      client.release();
     }
   }
 
@@ -178,14 +185,21 @@ export class PostgresStorage implements CloudStorage {
     if (filter.status !== undefined) conditions.push(`status = ${bind(filter.status)}`);
     if (filter.since !== undefined) conditions.push(`created >= ${bind(filter.since)}`);
     if (filter.until !== undefined) conditions.push(`created <= ${bind(filter.until)}`);
-    if (filter.q !== undefined) conditions.push(`search ILIKE ${bind(`%${filter.q.replace(/[\\%_]/g, '\\$&')}%`)}`);
     if (after) conditions.push(`(created, machine_id, seq) < (${bind(after.created)}, ${bind(after.machineId)}, ${bind(after.seq)})`);
-    const { rows } = await this.query<TaskRow>(
-      `SELECT machine_id, task_id, created, seq, description, mode, plan, agent, status, completed, completed_seq, steps
-         FROM tasks ${conditions.length ? `WHERE ${conditions.join(' AND ')}` : ''}
-        ORDER BY created DESC, machine_id DESC, seq DESC LIMIT ${bind(limit)}`,
+    const where = (extra: string[]) => (conditions.length + extra.length ? `WHERE ${[...conditions, ...extra].join(' AND ')}` : '');
+    const newest = `ORDER BY created DESC, machine_id DESC, seq DESC LIMIT ${bind(limit)}`;
+    if (filter.q === undefined) return (await this.query<TaskRow>(`SELECT ${TASK_COLUMNS} FROM tasks ${where([])} ${newest}`, values)).rows.map(summaryOfRow);
+    const matches = `search ILIKE ${bind(`%${filter.q.replace(/[\\%_]/g, '\\$&')}%`)}`;
+    // A term most tasks match is found among the newest tasks at once; a rarer one from the trigram
+    // index. Walking newest first until enough match (the planner's choice for both) reads every
+    // newer task when the matches are old: 57,000 rows for a bench query at 1,000,000 records.
+    const recent = await this.query<TaskRow>(
+      `SELECT ${TASK_COLUMNS} FROM (SELECT ${TASK_COLUMNS}, search FROM tasks ${where([])} ORDER BY created DESC, machine_id DESC, seq DESC LIMIT ${RECENT_TASKS_SEARCHED}) recent
+        WHERE ${matches} ${newest}`,
       values,
     );
+    if (recent.rows.length === limit) return recent.rows.map(summaryOfRow);
+    const { rows } = await this.query<TaskRow>(`WITH matched AS MATERIALIZED (SELECT ${TASK_COLUMNS} FROM tasks ${where([matches])}) SELECT * FROM matched ${newest}`, values);
     return rows.map(summaryOfRow);
   }
 
@@ -225,7 +239,7 @@ export class PostgresStorage implements CloudStorage {
 
   /** A dedicated connection LISTENing for every endpoint's pushes; reconnects while the storage is open. */
   private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, types });
+    const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: POOL_WAIT_MS, types });
     const retry = () => {
       if (this.listener !== client || this.closed) return;
       this.listener = null;
@@ -246,7 +260,7 @@ export class PostgresStorage implements CloudStorage {
     }
   }
 
-  private async connect(): Promise<pg.PoolClient> {
+  private async connection(): Promise<pg.PoolClient> {
     try {
       return await this.pool.connect();
     } catch (error) {
@@ -254,9 +268,10 @@ export class PostgresStorage implements CloudStorage {
     }
   }
 
-  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
+  /** A `name`d statement is parsed and planned once per connection: the push path's two. */
+  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = [], name?: string): Promise<pg.QueryResult<R>> {
     try {
-      return await this.pool.query<R>(text, values);
+      return await this.pool.query<R>({ text, values, name });
     } catch (error) {
       throw this.unavailable(error);
     }
@@ -268,7 +283,17 @@ export class PostgresStorage implements CloudStorage {
   }
 }
 
-async function readRecords(client: pg.ClientBase, machineId: string, afterSeq: number, limit: number, maxBytes: number): Promise<ChainRecord[]> {
+const HEAD = 'SELECT head_seq, head_hash FROM machines WHERE machine_id = $1';
+interface HeadRow {
+  head_seq: number;
+  head_hash: string;
+}
+
+function headOf(rows: HeadRow[]): ChainPoint {
+  return rows.length ? { seq: rows[0].head_seq, hash: rows[0].head_hash } : { seq: 0, hash: GENESIS_HASH };
+}
+
+async function readRecords(client: pg.ClientBase | pg.Pool, machineId: string, afterSeq: number, limit: number, maxBytes: number): Promise<ChainRecord[]> {
   // At most `limit` records and about `maxBytes`, one record at least.
   const { rows } = await client.query<{ record: string }>(
     `SELECT record FROM (
@@ -280,66 +305,85 @@ async function readRecords(client: pg.ClientBase, machineId: string, afterSeq: n
   return rows.map((row) => JSON.parse(row.record) as ChainRecord);
 }
 
-/** Inserts the tasks created in the batch and updates the others; returns how the machine's task and running counts change. */
-async function applyTaskChanges(client: pg.ClientBase, machineId: string, changes: TaskChange[]): Promise<{ tasks: number; running: number }> {
-  const counts = { tasks: 0, running: 0 };
-  if (changes.length === 0) return counts;
-  const { rows } = await client.query<{ task_id: string; status: string }>('SELECT task_id, status FROM tasks WHERE machine_id = $1 AND task_id = ANY($2::text[])', [
-    machineId,
-    changes.map((change) => change.taskId),
-  ]);
-  const held = new Map(rows.map((row) => [row.task_id, row.status]));
+/**
+ * One batch stored in one statement, only if the machine's head is still $2/$3: the records, the
+ * tasks created in the batch (a task_created for a held id replaces that task, as in the daemon's
+ * view), the steps and completions of tasks created before it, the head with the machine's task
+ * and running counts, and the live feed's NOTIFY (sent at commit). Answers moved = 1 when stored,
+ * 0 when another push moved the head first (then nothing is written).
+ */
+const STORE_BATCH = `
+  WITH held AS (
+    SELECT task_id, status FROM tasks WHERE machine_id = $1 AND task_id = ANY($9::text[] || $21::text[])
+  ), counts AS (
+    SELECT (SELECT count(*) FROM unnest($9::text[]) c(task_id) WHERE c.task_id NOT IN (SELECT task_id FROM held)) AS tasks,
+           (SELECT count(*) FROM unnest($16::text[]) c(status) WHERE c.status = 'running')
+             - (SELECT count(*) FROM held WHERE held.status = 'running'
+                   AND (held.task_id = ANY($9::text[]) OR held.task_id IN (SELECT u.task_id FROM unnest($21::text[], $24::text[]) u(task_id, status) WHERE u.status IS NOT NULL))) AS running
+  ), head_moved AS (
+    -- A machine's first push inserts its row; a row already there moves only from the head read.
+    INSERT INTO machines AS m (machine_id, head_seq, head_hash, last_push_at, tasks, running)
+    SELECT $1, $4, $5, now(), counts.tasks, counts.running FROM counts WHERE $2 = 0 OR EXISTS (SELECT 1 FROM machines WHERE machine_id = $1)
+    ON CONFLICT (machine_id) DO UPDATE SET head_seq = EXCLUDED.head_seq, head_hash = EXCLUDED.head_hash, last_push_at = EXCLUDED.last_push_at,
+      tasks = m.tasks + EXCLUDED.tasks, running = m.running + EXCLUDED.running
+      WHERE m.head_seq = $2 AND m.head_hash = $3
+    RETURNING 1
+  ), stored AS (
+    INSERT INTO records (machine_id, seq, task_id, record)
+    SELECT $1, r.seq, r.task_id, r.record FROM unnest($6::bigint[], $7::text[], $8::text[]) r(seq, task_id, record) WHERE EXISTS (SELECT 1 FROM head_moved)
+  ), created AS (
+    INSERT INTO tasks (machine_id, task_id, created, seq, description, mode, plan, agent, status, completed, completed_seq, steps, search)
+    SELECT $1, c.* FROM unnest($9::text[], $10::float8[], $11::bigint[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::float8[], $18::bigint[], $19::jsonb[], $20::text[]) c
+     WHERE EXISTS (SELECT 1 FROM head_moved)
+    ON CONFLICT (machine_id, task_id) DO UPDATE SET created = EXCLUDED.created, seq = EXCLUDED.seq, description = EXCLUDED.description, mode = EXCLUDED.mode,
+      plan = EXCLUDED.plan, agent = EXCLUDED.agent, status = EXCLUDED.status, completed = EXCLUDED.completed, completed_seq = EXCLUDED.completed_seq,
+      steps = EXCLUDED.steps, search = EXCLUDED.search
+  ), appended AS (
+    UPDATE tasks t SET steps = t.steps || u.steps, search = t.search || u.search,
+           status = coalesce(u.status, t.status), completed = coalesce(u.completed, t.completed), completed_seq = coalesce(u.completed_seq, t.completed_seq)
+      FROM unnest($21::text[], $22::jsonb[], $23::text[], $24::text[], $25::float8[], $26::bigint[]) AS u(task_id, steps, search, status, completed, completed_seq)
+     WHERE t.machine_id = $1 AND t.task_id = u.task_id AND EXISTS (SELECT 1 FROM head_moved)
+  ), notified AS (
+    SELECT pg_notify('${STORED_CHANNEL}', $27) FROM head_moved
+  )
+  SELECT (SELECT count(*) FROM head_moved)::integer AS moved, (SELECT count(*) FROM notified) AS notified`;
+
+/** STORE_BATCH's parameters for the batch's new records `fresh`, stored after `head`. */
+function storeBatchValues(machineId: string, head: ChainPoint, fresh: ChainRecord[]): unknown[] {
+  const changes = taskChangesOf(machineId, fresh);
   const created = changes.filter((change) => change.created).map((change) => change.created!);
-  const updated = changes.filter((change) => !change.created && held.has(change.taskId));
-  for (const task of created) {
-    // A task_created for a held id replaces that task, as in the daemon's view.
-    if (!held.has(task.task_id)) counts.tasks++;
-    else if (held.get(task.task_id) === 'running') counts.running--;
-    if (task.status === 'running') counts.running++;
-  }
-  for (const change of updated) if (change.completion && held.get(change.taskId) === 'running') counts.running--;
-  if (created.length) {
-    await client.query(
-      `INSERT INTO tasks (machine_id, task_id, created, seq, description, mode, plan, agent, status, completed, completed_seq, steps, search)
-       SELECT $1, * FROM unnest($2::text[], $3::float8[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::float8[], $11::bigint[], $12::jsonb[], $13::text[])
-       ON CONFLICT (machine_id, task_id) DO UPDATE SET created = EXCLUDED.created, seq = EXCLUDED.seq, description = EXCLUDED.description, mode = EXCLUDED.mode,
-         plan = EXCLUDED.plan, agent = EXCLUDED.agent, status = EXCLUDED.status, completed = EXCLUDED.completed, completed_seq = EXCLUDED.completed_seq,
-         steps = EXCLUDED.steps, search = EXCLUDED.search`,
-      [
-        machineId,
-        created.map((task) => task.task_id),
-        created.map((task) => task.timestamp),
-        created.map((task) => task.seq),
-        created.map((task) => task.description),
-        created.map((task) => task.mode),
-        created.map((task) => JSON.stringify(task.plan)),
-        created.map((task) => task.agent ?? null),
-        created.map((task) => task.status),
-        created.map((task) => task.completed_at ?? null),
-        created.map((task) => task.completed_seq ?? null),
-        created.map((task) => JSON.stringify(task.steps)),
-        created.map((task) => searchTextOf(task.description, task.steps)),
-      ],
-    );
-  }
-  if (updated.length) {
-    await client.query(
-      `UPDATE tasks t SET steps = t.steps || u.steps, search = t.search || u.search,
-              status = coalesce(u.status, t.status), completed = coalesce(u.completed, t.completed), completed_seq = coalesce(u.completed_seq, t.completed_seq)
-         FROM unnest($2::text[], $3::jsonb[], $4::text[], $5::text[], $6::float8[], $7::bigint[]) AS u(task_id, steps, search, status, completed, completed_seq)
-        WHERE t.machine_id = $1 AND t.task_id = u.task_id`,
-      [
-        machineId,
-        updated.map((change) => change.taskId),
-        updated.map((change) => JSON.stringify(change.steps)),
-        updated.map((change) => change.steps.map((step) => `\n${step.command}`).join('')),
-        updated.map((change) => change.completion?.status ?? null),
-        updated.map((change) => change.completion?.completed_at ?? null),
-        updated.map((change) => change.completion?.completed_seq ?? null),
-      ],
-    );
-  }
-  return counts;
+  const updated = changes.filter((change) => !change.created);
+  const last = fresh[fresh.length - 1];
+  const event: StoredEvent = { machine_id: machineId, first_seq: fresh[0].seq, last_seq: last.seq };
+  return [
+    machineId,
+    head.seq,
+    head.hash,
+    last.seq,
+    last.hash,
+    fresh.map((record) => record.seq),
+    fresh.map((record) => ('task_id' in record ? record.task_id : null)),
+    fresh.map((record) => JSON.stringify(record)),
+    created.map((task) => task.task_id),
+    created.map((task) => task.timestamp),
+    created.map((task) => task.seq),
+    created.map((task) => task.description),
+    created.map((task) => task.mode),
+    created.map((task) => JSON.stringify(task.plan)),
+    created.map((task) => task.agent ?? null),
+    created.map((task) => task.status),
+    created.map((task) => task.completed_at ?? null),
+    created.map((task) => task.completed_seq ?? null),
+    created.map((task) => JSON.stringify(task.steps)),
+    created.map((task) => searchTextOf(task.description, task.steps)),
+    updated.map((change) => change.taskId),
+    updated.map((change) => JSON.stringify(change.steps)),
+    updated.map((change) => change.steps.map((step) => `\n${step.command}`).join('')),
+    updated.map((change) => change.completion?.status ?? null),
+    updated.map((change) => change.completion?.completed_at ?? null),
+    updated.map((change) => change.completion?.completed_seq ?? null),
+    JSON.stringify(event),
+  ];
 }
 
 interface TaskRow {
