@@ -156,7 +156,7 @@ describe('a damaged data file', () => {
     ['truncated', () => goodText.slice(0, Math.floor(goodText.length / 2)), 'is damaged: not valid JSON'],
     ['not JSON', () => 'tasks: none\n', 'is damaged: not valid JSON'],
     ['a JSON array', () => '[]', 'is damaged: the top level is not an object'],
-    ['another format', () => '{"tasks": [], "max_tasks": 100}', 'is damaged: "format" is not "taskhistory/1"'],
+    ['another format', () => '{"tasks": [], "max_tasks": 100}', 'is damaged: "format" is neither "taskhistory/2" nor "taskhistory/1"'],
     ['tasks not a list', () => withTasks({}), 'is damaged: "tasks" is not an array'],
     ['edited content', withEditedDescription, 'does not verify at seq 1: changed content'],
   ])('%s: refuses to start, names the file and the problem, leaves it byte-identical', async (_what, content, problem) => {
