@@ -45,7 +45,8 @@ export class DataFileV2Verifier {
   /** The seq the chain section's first gap or misplacement is at; entries from it on are not indexed. */
   private structuralBreakSeq: number | null = null;
   private breakSeqFoundLater = false;
-  private breakFoundSeq = 0;
+  /** The seq that stood where structuralBreakSeq belonged. */
+  private seqAtBreak = 0;
   private readonly fullSteps = new Map<number, StepLoggedRecord>();
   private readonly kept: KeptTask[] = [];
   private readonly keptIndex = new Map<string, number>();
@@ -77,7 +78,7 @@ export class DataFileV2Verifier {
         this.note(new ChainBreak('changed content', expected, `seq ${expected}: hash does not match the record content`));
       }
       this.structuralBreakSeq = expected;
-      this.breakFoundSeq = seq;
+      this.seqAtBreak = seq;
       return;
     }
     if (Array.isArray(entry)) {
@@ -132,8 +133,8 @@ export class DataFileV2Verifier {
       const at = this.structuralBreakSeq;
       this.note(
         this.breakSeqFoundLater
-          ? new ChainBreak('reordered records', at, `seq ${at} is stored after seq ${this.breakFoundSeq}`)
-          : new ChainBreak('missing record', at, `seq ${at} is missing (seq ${this.breakFoundSeq} stands in its place)`),
+          ? new ChainBreak('reordered records', at, `seq ${at} is stored after seq ${this.seqAtBreak}`)
+          : new ChainBreak('missing record', at, `seq ${at} is missing (seq ${this.seqAtBreak} stands in its place)`),
       );
       return;
     }
