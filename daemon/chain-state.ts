@@ -203,8 +203,7 @@ export class ChainState {
   }
 
   private pathOf(seq: number): string {
-    const { fileId } = this.index.location(seq);
-    return this.cache.get(seq) ? 'memory' : this.files.path(fileId);
+    return this.files.path(this.index.location(seq).fileId);
   }
 
   /** The step view of a kept step seq (not re-hashed: reads of views trust the verified files). */
