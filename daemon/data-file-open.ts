@@ -7,7 +7,8 @@ import { DurableFileWriter, openRegularFileSync, readRegularFileSync } from '../
 import { log } from '../node/log.js';
 import { sha256Hex } from '../node/sha256.js';
 import type { ChainState } from './chain-state.js';
-import { indexDataFile, NotCanonicalLayout } from './data-file-index.js';
+import { OtherLayout } from '../node/data-file-lines.js';
+import { indexDataFile } from './data-file-index.js';
 
 export interface OpenedDataFile {
   fileId: number;
@@ -30,18 +31,18 @@ const REWRITE_CHUNK_BYTES = 1024 * 1024;
 export async function openDataFile(state: ChainState, dataFile: string, cacheBytes: number): Promise<OpenedDataFile | null> {
   let opened = openIndexed(state, dataFile, cacheBytes);
   if (opened === null) return null;
-  if (!(opened instanceof NotCanonicalLayout)) return { ...opened, verified: false };
+  if (!(opened instanceof OtherLayout)) return { ...opened, verified: false };
   const doc = parseDataFile(readRegularFileSync(dataFile).toString('utf8'));
   verifyDataFile(doc, sha256Hex);
   log.info('rewriting the data file in the daemon\'s taskhistory/2 layout', { file: dataFile, format: doc.format, why: opened.message });
   await rewriteInLayout(dataFile, doc);
   state.clear();
   opened = openIndexed(state, dataFile, cacheBytes);
-  if (opened === null || opened instanceof NotCanonicalLayout) throw new Error(`${dataFile} was rewritten but cannot be indexed: ${opened?.message ?? 'it is gone'}`);
+  if (opened === null || opened instanceof OtherLayout) throw new Error(`${dataFile} was rewritten but cannot be indexed: ${opened?.message ?? 'it is gone'}`);
   return { ...opened, verified: true };
 }
 
-function openIndexed(state: ChainState, dataFile: string, cacheBytes: number): Omit<OpenedDataFile, 'verified'> | NotCanonicalLayout | null {
+function openIndexed(state: ChainState, dataFile: string, cacheBytes: number): Omit<OpenedDataFile, 'verified'> | OtherLayout | null {
   let fd: number;
   try {
     fd = openRegularFileSync(dataFile, constants.O_RDONLY);
@@ -56,7 +57,7 @@ function openIndexed(state: ChainState, dataFile: string, cacheBytes: number): O
   } catch (error) {
     state.files.close(fileId);
     state.clear();
-    if (error instanceof NotCanonicalLayout) return error;
+    if (error instanceof OtherLayout) return error;
     throw error;
   }
 }
