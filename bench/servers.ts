@@ -100,8 +100,16 @@ export interface DaemonOptions {
   cpuProfileDir?: string;
 }
 
+/** The node flags of a script's `#!/usr/bin/env -S node ...` line: the bench runs it as its installed command runs. */
+function shebangNodeFlags(script: string): string[] {
+  const firstLine = readFileSync(script, 'utf8').split('\n', 1)[0];
+  const flags = /^#!\/usr\/bin\/env -S node (.+)$/.exec(firstLine)?.[1];
+  return flags ? flags.trim().split(/\s+/) : [];
+}
+
 export function daemonArgs(options: DaemonOptions): string[] {
   return [
+    ...shebangNodeFlags(DAEMON_BIN),
     DAEMON_BIN,
     '--socket', options.socketPath,
     '--data-dir', options.dataDir,

@@ -45,6 +45,8 @@ export class Checkpointer {
   private ownWrite: Pick<WrittenCheckpoint, 'ino' | 'size' | 'mtimeMs'> | null = null;
   private readonly ownDigests: string[] = [];
   private timer: NodeJS.Timeout | null = null;
+  /** The checkpoint the journal's growth asked for, until it is written: growth asks again at every commit meanwhile. */
+  private growthCheckpoint: Promise<void> | null = null;
   private diskLock: Promise<unknown> = Promise.resolve();
   private stopped = false;
 
@@ -68,7 +70,9 @@ export class Checkpointer {
     if (this.stopped) return;
     const journalBytes = this.options.journal.bytesSinceCheckpoint;
     if (journalBytes >= Math.max(this.options.journalBytes, this.fileSize * GROWTH_FRACTION)) {
-      void this.checkpoint().catch(() => undefined);
+      this.growthCheckpoint ??= this.checkpoint()
+        .catch(() => undefined)
+        .finally(() => (this.growthCheckpoint = null));
       return;
     }
     if (this.timer) clearTimeout(this.timer);
@@ -94,6 +98,8 @@ export class Checkpointer {
       this.options.journal.requestRotation();
       this.viewChanged = false;
       const writer = new CheckpointWriter(state, this.options.dataFile, this.options.header(), force);
+      const startedAt = performance.now();
+      const journalBytes = this.options.journal.bytesSinceCheckpoint;
       let written: WrittenCheckpoint;
       try {
         written = await writer.write();
@@ -112,6 +118,7 @@ export class Checkpointer {
       this.fileSize = written.size;
       this.options.journal.deleteCoveredSegments(written.head.seq);
       state.compact();
+      log.info('wrote the data file', { file: this.options.dataFile, head_seq: written.head.seq, bytes: written.size, journal_bytes: journalBytes, ms: Math.round(performance.now() - startedAt) });
     });
   }
 

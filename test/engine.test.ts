@@ -156,3 +156,33 @@ describe('kill -9 while a checkpoint of a large log is written', () => {
     expect(verifyDataFileOnDisk(join(dataDir, DATA_FILE_NAME))).toMatchObject({ ok: true });
   }, 300_000);
 });
+
+describe('checkpoints while the journal grows', () => {
+  it('are written once per crossing of the growth bound, not once per commit while one is written', async () => {
+    const bound = 1024 * 1024;
+    const daemon = await startDaemon({ args: ['--checkpoint-journal-bytes', String(bound), '--checkpoint-idle-ms', '600000'] });
+    const sockets = await Promise.all(Array.from({ length: WRITERS }, () => openRawSocket(daemon.socketPath)));
+    const journalled = 12 * bound;
+    await Promise.all(
+      sockets.map(async (raw, i) => {
+        const { task_id: taskId } = await raw.call('create_task', { description: `writer ${i}`, mode: 'autonomous', steps: [] });
+        for (let step = 1; step <= journalled / OUTPUT_BYTES / WRITERS; step++) {
+          await raw.call('log_step', { task_id: taskId, step_num: step, command: 'fill', status: 'success', output: `${i}.${step} `.padEnd(OUTPUT_BYTES, 'x') });
+        }
+        raw.close();
+      }),
+    );
+    expect((await daemon.stop('SIGTERM')).code).toBe(0);
+    const journalBytes = daemon
+      .stderr()
+      .split('\n')
+      .filter((line) => line.includes('wrote the data file'))
+      .map((line) => Number(/ journal_bytes=(\d+)/.exec(line)?.[1]));
+    // The first file at start, then only checkpoints the bound asked for (none queued behind one), the last at stop.
+    const grown = journalBytes.slice(1, -1);
+    expect(grown.length).toBeGreaterThanOrEqual(2);
+    expect(grown.filter((bytes) => bytes < bound)).toEqual([]);
+    expect(journalBytes.length).toBeLessThanOrEqual(2 + journalled / bound);
+    expect(verifyDataFileOnDisk(daemon.dataFile)).toMatchObject({ ok: true });
+  }, 120_000);
+});
