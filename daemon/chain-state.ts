@@ -178,6 +178,13 @@ export class ChainState {
     return this.files.read(fileId, offset, length);
   }
 
+  /** Reads the stored line of a kept seq into `target` at `at`; returns its length. */
+  readStoredLine(seq: number, target: Buffer, at: number): number {
+    const { fileId, offset, length } = this.index.location(seq);
+    this.files.readInto(fileId, offset, length, target, at);
+    return length;
+  }
+
   /** The cached line of a seq, when it was cached in `form`. */
   cachedLine(seq: number, form: RecordFormValue): string | undefined {
     const cached = this.cache.get(seq);

@@ -28,6 +28,7 @@ const SYNC_EVERY_BYTES = 8 * 1024 * 1024;
 /** What frames a copied step view line: the list comma before it (but the first), the newline after. */
 const LIST_COMMA = Buffer.from(',');
 const NEWLINE = Buffer.from('\n');
+const EMPTY = Buffer.alloc(0);
 
 export interface CheckpointHeader {
   machineId: string;
@@ -55,8 +56,9 @@ export interface WrittenCheckpoint {
  */
 export class CheckpointWriter {
   private out: DurableFileWriter | null = null;
-  private readonly parts: Buffer[] = [];
-  private partBytes = 0;
+  /** The lines gathered for the next write, reused from write to write: no buffer per line. */
+  private readonly chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+  private chunkBytes = 0;
   private syncedBytes = 0;
   private readonly digest = createHash('sha256');
   private readonly newOffsets: Float64Array;
@@ -127,19 +129,14 @@ export class CheckpointWriter {
       await this.put(taskHeadLine(taskHead, t === 0));
       for (let s = 0; s < steps; s++) {
         const seq = task.stepSeqs[s];
-        await this.putLocated(seq, RecordForm.stepViewLine, this.stepLineFor(task, seq, s === 0), s === 0);
+        if (this.repair || this.forms[seq - this.anchor.seq - 1] !== RecordForm.stepViewLine) {
+          await this.putLocated(seq, RecordForm.stepViewLine, stepViewLine(this.stepViewFor(task, seq), s === 0), s === 0);
+        } else await this.putStoredStepLine(seq, s === 0);
       }
       await this.put(TASK_END_LINE);
     }
     await this.put(DOCUMENT_END_LINE);
     await this.flush();
-  }
-
-  /** The step view line for `seq`: a stored view line is copied as its bytes (no parse), except in repair mode. */
-  private stepLineFor(task: TaskMeta, seq: number, first: boolean): Buffer[] {
-    if (this.repair || this.forms[seq - this.anchor.seq - 1] !== RecordForm.stepViewLine) return [Buffer.from(stepViewLine(this.stepViewFor(task, seq), first), 'utf8')];
-    const stored = this.state.storedLine(seq);
-    return first ? [stored, NEWLINE] : [LIST_COMMA, stored, NEWLINE];
   }
 
   /** The step view to write for `seq`: its stored view, checked in repair mode. */
@@ -162,34 +159,58 @@ export class CheckpointWriter {
   }
 
   /** Queues a line whose content (without its leading comma and newline) is where `seq` will be read from. */
-  private async putLocated(seq: number, form: 1 | 2, line: string | Buffer[], first: boolean): Promise<void> {
-    const parts = typeof line === 'string' ? [Buffer.from(line, 'utf8')] : line;
-    const bytes = parts.reduce((sum, part) => sum + part.length, 0);
+  private async putLocated(seq: number, form: 1 | 2, line: string, first: boolean): Promise<void> {
+    const bytes = Buffer.byteLength(line);
+    await this.reserve(bytes);
+    this.locate(seq, form, bytes, first);
+    await this.put(line);
+  }
+
+  /** Copies the stored step view line of `seq` from its file into the chunk, framed as a list item. */
+  private async putStoredStepLine(seq: number, first: boolean): Promise<void> {
+    const { length } = this.state.index.location(seq);
+    const bytes = length + (first ? 1 : 2);
+    await this.reserve(bytes);
+    this.locate(seq, RecordForm.stepViewLine, bytes, first);
+    if (bytes > CHUNK_BYTES) {
+      await this.writeOut(Buffer.concat([first ? EMPTY : LIST_COMMA, this.state.storedLine(seq), NEWLINE]));
+      return;
+    }
+    if (!first) this.chunk[this.chunkBytes++] = LIST_COMMA[0];
+    this.chunkBytes += this.state.readStoredLine(seq, this.chunk, this.chunkBytes);
+    this.chunk[this.chunkBytes++] = NEWLINE[0];
+  }
+
+  /** Where the line about to be queued (`bytes` long with its comma and newline) will hold `seq`. */
+  private locate(seq: number, form: 1 | 2, bytes: number, first: boolean): void {
     const i = seq - this.anchor.seq - 1;
-    this.newOffsets[i] = (this.out as DurableFileWriter).position + this.partBytes + (first ? 0 : 1);
+    this.newOffsets[i] = (this.out as DurableFileWriter).position + this.chunkBytes + (first ? 0 : 1);
     this.newLengths[i] = bytes - (first ? 1 : 2);
     this.newForms[i] = form;
-    for (const part of parts) await this.putBytes(part);
   }
 
-  private put(line: string): Promise<void> {
-    return this.putBytes(Buffer.from(line, 'utf8'));
+  private async put(line: string): Promise<void> {
+    const bytes = Buffer.byteLength(line);
+    await this.reserve(bytes);
+    if (bytes > CHUNK_BYTES) await this.writeOut(Buffer.from(line, 'utf8'));
+    else this.chunkBytes += this.chunk.write(line, this.chunkBytes, 'utf8');
   }
 
-  private async putBytes(bytes: Buffer): Promise<void> {
-    this.parts.push(bytes);
-    this.partBytes += bytes.length;
-    if (this.partBytes >= CHUNK_BYTES) await this.flush();
+  /** Makes room for `bytes` in the chunk by writing it out when they do not fit (a larger line is then written on its own). */
+  private async reserve(bytes: number): Promise<void> {
+    if (this.chunkBytes + bytes > CHUNK_BYTES) await this.flush();
   }
 
   private async flush(): Promise<void> {
-    if (this.partBytes === 0) return;
-    const chunk = Buffer.concat(this.parts, this.partBytes);
-    this.parts.length = 0;
-    this.partBytes = 0;
-    this.digest.update(chunk);
+    if (this.chunkBytes === 0) return;
+    await this.writeOut(this.chunk.subarray(0, this.chunkBytes));
+    this.chunkBytes = 0;
+  }
+
+  private async writeOut(bytes: Buffer): Promise<void> {
+    this.digest.update(bytes);
     const out = this.out as DurableFileWriter;
-    await out.write(chunk);
+    await out.write(bytes);
     if (out.position - this.syncedBytes >= SYNC_EVERY_BYTES) {
       this.syncedBytes = out.position;
       await out.syncWritten();

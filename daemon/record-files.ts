@@ -36,15 +36,20 @@ export class RecordFiles {
 
   /** The bytes [offset, offset + length) of file `id`. */
   read(id: number, offset: number, length: number): Buffer {
-    const { fd, path } = this.file(id);
     const bytes = Buffer.allocUnsafe(length);
+    this.readInto(id, offset, length, bytes, 0);
+    return bytes;
+  }
+
+  /** Reads the bytes [offset, offset + length) of file `id` into `target` at `at`. */
+  readInto(id: number, offset: number, length: number, target: Buffer, at: number): void {
+    const { fd, path } = this.file(id);
     let done = 0;
     while (done < length) {
-      const got = readSync(fd, bytes, done, length - done, offset + done);
+      const got = readSync(fd, target, at + done, length - done, offset + done);
       if (got === 0) throw new Error(`${path} ends before byte ${offset + length}: it was shortened by someone else`);
       done += got;
     }
-    return bytes;
   }
 
   close(id: number): void {
