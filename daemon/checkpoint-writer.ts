@@ -74,6 +74,8 @@ export class CheckpointWriter {
     private readonly dataFile: string,
     private readonly header: CheckpointHeader,
     private readonly repair: boolean,
+    /** Ends the write early (no temp file left), e.g. when a stop cannot wait for a large log. */
+    private readonly signal?: AbortSignal,
   ) {
     this.head = { ...state.head };
     this.anchor = { ...state.anchor };
@@ -208,6 +210,7 @@ export class CheckpointWriter {
   }
 
   private async writeOut(bytes: Buffer): Promise<void> {
+    this.signal?.throwIfAborted();
     this.digest.update(bytes);
     const out = this.out as DurableFileWriter;
     await out.write(bytes);

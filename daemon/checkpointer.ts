@@ -91,13 +91,13 @@ export class Checkpointer {
    * segments it covers. `force` rewrites it even when nothing changed, checking every copied
    * record against its hash (after a foreign edit or deletion).
    */
-  checkpoint(force = false): Promise<void> {
+  checkpoint(force = false, signal?: AbortSignal): Promise<void> {
     return this.withDiskLock(async () => {
       const state = this.options.state();
       if (!force && state.head.seq === this.checkpointSeq && !this.viewChanged) return;
       this.options.journal.requestRotation();
       this.viewChanged = false;
-      const writer = new CheckpointWriter(state, this.options.dataFile, this.options.header(), force);
+      const writer = new CheckpointWriter(state, this.options.dataFile, this.options.header(), force, signal);
       const startedAt = performance.now();
       const journalBytes = this.options.journal.bytesSinceCheckpoint;
       let written: WrittenCheckpoint;
@@ -105,6 +105,10 @@ export class Checkpointer {
         written = await writer.write();
       } catch (error) {
         this.viewChanged = true;
+        if (signal?.aborted) {
+          log.info('left the last checkpoint unwritten to stop in time: the journal holds every record, and the next start replays it', { file: this.options.dataFile, journal_bytes: journalBytes });
+          throw error;
+        }
         log.warn('could not write the checkpoint; every record stays in the journal, retrying', { file: this.options.dataFile, error: (error as NodeJS.ErrnoException).code ?? String(error) });
         throw error;
       }

@@ -164,6 +164,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     maxTasks: settings.maxTasks,
     builder,
     checkpointIdleMs: settings.checkpointIdleMs,
+    stopCheckpointMs: settings.stopCheckpointMs,
     checkpointJournalBytes: settings.checkpointJournalBytes,
     cacheBytes: settings.cacheBytes,
   });

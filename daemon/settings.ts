@@ -32,6 +32,7 @@ export interface Settings {
   batchConcurrency: number;
   checkpointIdleMs: number;
   checkpointJournalBytes: number;
+  stopCheckpointMs: number;
   cacheBytes: number;
   logLevel: LogLevel;
   redact: boolean;
@@ -44,7 +45,8 @@ export interface Settings {
   configFile?: string;
 }
 
-type Kind = 'string' | 'int' | 'bool';
+/** `int`: a positive integer; `count`: zero or more. */
+type Kind = 'string' | 'int' | 'count' | 'bool';
 
 /** Every setting: its flag, its TASKHISTORY_* variable and its config-file key, all derived from one name. */
 /** Daemon-only defaults: caps on what one call may store, and the cloud connection's tuning. */
@@ -92,6 +94,7 @@ const OPTIONS: { key: keyof Settings; name: string; kind: Kind; help: string; fa
   { key: 'batchConcurrency', name: 'batch-concurrency', kind: 'int', help: 'calls of one batch running at once', fallback: DEFAULT_BATCH_CONCURRENCY },
   { key: 'checkpointIdleMs', name: 'checkpoint-idle-ms', kind: 'int', help: 'rewrite task_history.json after this long without commits', fallback: 1000 },
   { key: 'checkpointJournalBytes', name: 'checkpoint-journal-bytes', kind: 'int', help: '...or once the journal has grown this much and by half the data file', fallback: 64 * 1024 * 1024 },
+  { key: 'stopCheckpointMs', name: 'stop-checkpoint-ms', kind: 'count', help: 'how long a stop may spend rewriting task_history.json (0: not at all); past it the journal keeps the rest and the next start replays it', fallback: 5000 },
   { key: 'cacheBytes', name: 'cache-bytes', kind: 'int', help: 'recent record content kept in memory; a log this small is held whole, so a foreign overwrite of the data file in place is repaired from memory', fallback: DEFAULT_CACHE_BYTES },
   { key: 'logLevel', name: 'log-level', kind: 'string', help: 'error, warn, info or debug', fallback: 'info' },
   { key: 'redact', name: 'redact', kind: 'bool', help: 'redact secrets before storing (--no-redact to turn off)', fallback: true },
@@ -114,9 +117,10 @@ function convert(kind: Kind, raw: unknown, where: string): unknown {
     if (raw === 'false' || raw === '0' || raw === 'no') return false;
     throw new SettingsError(`${where} must be true or false, not ${JSON.stringify(raw)}`);
   }
-  if (kind === 'int') {
+  if (kind === 'int' || kind === 'count') {
     const value = typeof raw === 'number' ? raw : Number(raw);
-    if (!Number.isSafeInteger(value) || value < 1) throw new SettingsError(`${where} must be a positive integer, not ${JSON.stringify(raw)}`);
+    const least = kind === 'int' ? 1 : 0;
+    if (!Number.isSafeInteger(value) || value < least) throw new SettingsError(`${where} must be ${kind === 'int' ? 'a positive integer' : 'an integer of 0 or more'}, not ${JSON.stringify(raw)}`);
     return value;
   }
   if (typeof raw !== 'string' || raw === '') throw new SettingsError(`${where} must be a non-empty string`);
@@ -135,10 +139,11 @@ export function daemonCommand(version: string): Command {
       program.addOption(new Option(`--${option.name}`, `${option.help} [${envName(option.name)}]`));
       program.addOption(new Option(`--no-${option.name}`).hideHelp());
     } else {
-      const flag = new Option(`--${option.name} <${option.kind === 'int' ? 'n' : 'value'}>`, `${option.help} [${envName(option.name)}]`);
-      if (option.kind === 'int') flag.argParser((raw) => {
+      const { kind } = option;
+      const flag = new Option(`--${option.name} <${kind === 'string' ? 'value' : 'n'}>`, `${option.help} [${envName(option.name)}]`);
+      if (kind !== 'string') flag.argParser((raw) => {
         try {
-          return convert('int', raw, `--${option.name}`);
+          return convert(kind, raw, `--${option.name}`);
         } catch (error) {
           throw new InvalidArgumentError((error as Error).message);
         }

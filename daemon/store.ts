@@ -50,6 +50,12 @@ export interface StoreOptions {
   appender?: JournalAppender;
   checkpointIdleMs: number;
   checkpointJournalBytes: number;
+  /**
+   * How long the last checkpoint at a stop may take (under the daemon's 8 s stop deadline):
+   * rewriting a log of gigabytes takes longer, and it only shortens the next start, since the
+   * journal is durable. 0: none.
+   */
+  stopCheckpointMs: number;
   /** Recent record lines kept in memory (a log this small is held whole). */
   cacheBytes: number;
 }
@@ -385,8 +391,8 @@ export class TaskStore implements Lifecycle {
   }
 
   /** Writes the data file from memory now; `force` even when nothing changed (after damage on disk). */
-  checkpoint(force = false): Promise<void> {
-    return this.checkpointer.checkpoint(force);
+  checkpoint(force = false, signal?: AbortSignal): Promise<void> {
+    return this.checkpointer.checkpoint(force, signal);
   }
 
   /** Verifies what is on disk: the checkpoint and the journal (on a worker thread: it reads the whole log). */
@@ -404,7 +410,8 @@ export class TaskStore implements Lifecycle {
   async stop(): Promise<void> {
     await this.drain();
     this.checkpointer.stop();
-    await this.checkpoint().catch(() => undefined);
+    const { stopCheckpointMs } = this.options;
+    await this.checkpoint(false, stopCheckpointMs > 0 ? AbortSignal.timeout(stopCheckpointMs) : AbortSignal.abort()).catch(() => undefined);
     this.saveHead();
     await this.headFile.flush();
     this.journal.close();

@@ -5,8 +5,11 @@ import { verifyDataFileOnDisk } from './verify-files.js';
 /**
  * verifyDataFileOnDisk on a worker thread: reading and hashing a whole log takes seconds on a
  * large one, and the daemon's event loop must keep serving (and pinging the watchdog) meanwhile.
- * One worker, started on first use and kept (unref'ed) for the next; calls take turns.
+ * Calls take turns; each gets a fresh worker, ended once it reported: a worker kept idle would
+ * hold its heap (tens of MB after a large log) for good. Its young generation is kept small, as
+ * the daemon's own is.
  */
+const WORKER_YOUNG_GENERATION_MB = 12;
 let worker: Worker | null = null;
 let turn: Promise<unknown> = Promise.resolve();
 
@@ -18,7 +21,7 @@ export function verifyDataFileInWorker(dataFile: string): Promise<VerifyReport> 
 
 function askWorker(dataFile: string): Promise<VerifyReport> {
   if (!worker) {
-    worker = new Worker(new URL(import.meta.url), { workerData: { role: 'verifier' } });
+    worker = new Worker(new URL(import.meta.url), { workerData: { role: 'verifier' }, resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } });
     worker.unref(); // an idle verifier never keeps the daemon alive
   }
   const current = worker;
@@ -27,7 +30,12 @@ function askWorker(dataFile: string): Promise<VerifyReport> {
       current.off('message', onMessage).off('error', onError).off('exit', onExit);
       outcome();
     };
-    const onMessage = (report: VerifyReport) => settle(() => resolve(report));
+    const onMessage = (report: VerifyReport) =>
+      settle(() => {
+        worker = null;
+        void current.terminate();
+        resolve(report);
+      });
     // A worker that failed is replaced on the next call.
     const onError = (error: Error) => settle(() => ((worker = null), reject(error)));
     const onExit = (code: number) => settle(() => ((worker = null), reject(new Error(`the verify worker exited with code ${code} before reporting`))));

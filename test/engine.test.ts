@@ -186,3 +186,30 @@ describe('checkpoints while the journal grows', () => {
     expect(verifyDataFileOnDisk(daemon.dataFile)).toMatchObject({ ok: true });
   }, 120_000);
 });
+
+describe('a stop whose last checkpoint runs out of time', () => {
+  it('exits cleanly with the journal holding what the file lacks, and the next start replays it', async () => {
+    const args = ['--checkpoint-idle-ms', '600000', '--stop-checkpoint-ms', '0'];
+    const daemon = await startDaemon({ args });
+    const raw = await openRawSocket(daemon.socketPath);
+    const { task_id: taskId } = await raw.call('create_task', { description: 'outlives a hurried stop', mode: 'autonomous', steps: [] });
+    const outputs = Array.from({ length: 20 }, (_, i) => `step ${i + 1} `.padEnd(2000, 'y'));
+    for (const [i, output] of outputs.entries()) await raw.call('log_step', { task_id: taskId, step_num: i + 1, command: `s${i + 1}`, status: 'success', output });
+    const { last_seq: lastSeq } = await raw.call('status', {});
+    raw.close();
+    expect((await daemon.stop('SIGTERM')).code).toBe(0);
+    expect(daemon.stderr()).toContain('left the last checkpoint unwritten to stop in time');
+    expect(checkpointTemps(daemon.dataDir)).toEqual([]);
+    expect(readDataFileContent(daemon.dataFile).head.seq).toBeLessThan(lastSeq);
+
+    const again = await startDaemon({ dataDir: daemon.dataDir, socketPath: daemon.socketPath, args: ['--checkpoint-idle-ms', '600000'] });
+    const check = await openRawSocket(again.socketPath);
+    expect((await check.call('status', {})).last_seq).toBe(lastSeq);
+    const task = (await check.call('get_task', { task_id: taskId })) as TaskView;
+    expect(task.steps.map((step) => step.output)).toEqual(outputs);
+    expect(await check.call('verify', {})).toMatchObject({ ok: true });
+    check.close();
+    expect((await again.stop('SIGTERM')).code).toBe(0);
+    expect(readDataFileContent(again.dataFile).head.seq).toBe(lastSeq);
+  }, 60_000);
+});
