@@ -22,9 +22,9 @@ const RULES: Record<string, { folders: string[]; files?: string[]; nodeModules: 
   bench: { folders: ['bench', 'node', 'protocol'], files: ['client/sdk.ts'], nodeModules: true },
   test: {
     folders: ['test', 'node', 'protocol'],
-    // The SDK is the public API; the systemd glue and group commit (through a failing journal twin) are
-    // unit-tested on their own; the throwaway PostgreSQL is the bench's and the tests'.
-    files: ['client/sdk.ts', 'daemon/systemd.ts', 'daemon/group-commit.ts'],
+    // The SDK is the public API; the systemd glue, group commit (through a failing journal twin) and
+    // the content cache's ring are unit-tested on their own; the throwaway PostgreSQL is the bench's and the tests'.
+    files: ['client/sdk.ts', 'daemon/systemd.ts', 'daemon/group-commit.ts', 'daemon/content-cache.ts', 'daemon/record-index.ts'],
     nodeModules: true,
   },
 };
