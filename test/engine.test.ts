@@ -213,3 +213,28 @@ describe('a stop whose last checkpoint runs out of time', () => {
     expect(readDataFileContent(again.dataFile).head.seq).toBe(lastSeq);
   }, 60_000);
 });
+
+describe('a step view line larger than a checkpoint write', () => {
+  it('is copied whole from one data file to the next', async () => {
+    const args = ['--checkpoint-idle-ms', '100'];
+    const daemon = await startDaemon({ args });
+    const raw = await openRawSocket(daemon.socketPath);
+    const { task_id: taskId } = await raw.call('create_task', { description: 'escapes to six bytes a character', mode: 'autonomous', steps: [] });
+    // 60,000 control characters: a 360 KB line as JSON, over the writer's 256 KiB chunk.
+    const outputs = ['\u0001'.repeat(60_000), 'small', 'after'];
+    for (const [i, output] of outputs.entries()) await raw.call('log_step', { task_id: taskId, step_num: i + 1, command: `s${i + 1}`, status: 'success', output });
+    raw.close();
+    expect((await daemon.stop('SIGTERM')).code).toBe(0);
+
+    // The next checkpoint copies the stored view lines of the first file.
+    const again = await startDaemon({ dataDir: daemon.dataDir, socketPath: daemon.socketPath, args });
+    const check = await openRawSocket(again.socketPath);
+    await check.call('log_step', { task_id: taskId, step_num: 4, command: 's4', status: 'success', output: 'last' });
+    await waitFor(() => readDataFileContent(again.dataFile).head.seq === 5, 10_000, 'the checkpoint after the fourth step');
+    const task = (await check.call('get_task', { task_id: taskId })) as TaskView;
+    expect(task.steps.map((step) => step.output)).toEqual([...outputs, 'last']);
+    check.close();
+    expect((await again.stop('SIGTERM')).code).toBe(0);
+    expect(verifyDataFileOnDisk(again.dataFile)).toMatchObject({ ok: true });
+  }, 60_000);
+});
