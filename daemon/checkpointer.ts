@@ -49,6 +49,8 @@ export class Checkpointer {
   private growthCheckpoint: Promise<void> | null = null;
   private diskLock: Promise<unknown> = Promise.resolve();
   private stopped = false;
+  /** Aborted once a stop's budget for checkpoints is spent. */
+  private readonly stopDeadline = new AbortController();
 
   constructor(private readonly options: CheckpointerOptions) {}
 
@@ -91,7 +93,8 @@ export class Checkpointer {
    * segments it covers. `force` rewrites it even when nothing changed, checking every copied
    * record against its hash (after a foreign edit or deletion).
    */
-  checkpoint(force = false, signal?: AbortSignal): Promise<void> {
+  checkpoint(force = false): Promise<void> {
+    const { signal } = this.stopDeadline;
     return this.withDiskLock(async () => {
       const state = this.options.state();
       if (!force && state.head.seq === this.checkpointSeq && !this.viewChanged) return;
@@ -106,7 +109,7 @@ export class Checkpointer {
       } catch (error) {
         this.viewChanged = true;
         if (signal?.aborted) {
-          log.info('left the last checkpoint unwritten to stop in time: the journal holds every record, and the next start replays it', { file: this.options.dataFile, journal_bytes: journalBytes });
+          log.info('left the checkpoint unwritten to stop in time: the journal holds every record, and the next start replays it', { file: this.options.dataFile, journal_bytes: journalBytes });
           throw error;
         }
         log.warn('could not write the checkpoint; every record stays in the journal, retrying', { file: this.options.dataFile, error: (error as NodeJS.ErrnoException).code ?? String(error) });
@@ -144,10 +147,15 @@ export class Checkpointer {
     return this.ownDigests.includes(sha256Hex(text));
   }
 
-  /** No more scheduled checkpoints; one written explicitly still runs. */
-  stop(): void {
+  /**
+   * No more scheduled checkpoints; one written explicitly still runs, and so does one being
+   * written, until `budgetMs` from now: then each is abandoned (no temp file is left).
+   */
+  stop(budgetMs: number): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    if (budgetMs === 0) this.stopDeadline.abort();
+    else setTimeout(() => this.stopDeadline.abort(), budgetMs).unref();
   }
 }

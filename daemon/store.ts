@@ -51,9 +51,9 @@ export interface StoreOptions {
   checkpointIdleMs: number;
   checkpointJournalBytes: number;
   /**
-   * How long the last checkpoint at a stop may take (under the daemon's 8 s stop deadline):
-   * rewriting a log of gigabytes takes longer, and it only shortens the next start, since the
-   * journal is durable. 0: none.
+   * How long a stop may spend on checkpoints, one already being written and then the last (under
+   * the daemon's 8 s stop deadline): rewriting a log of gigabytes takes longer, and it only
+   * shortens the next start, since the journal is durable. 0: none.
    */
   stopCheckpointMs: number;
   /** Recent record lines kept in memory (a log this small is held whole). */
@@ -391,8 +391,8 @@ export class TaskStore implements Lifecycle {
   }
 
   /** Writes the data file from memory now; `force` even when nothing changed (after damage on disk). */
-  checkpoint(force = false, signal?: AbortSignal): Promise<void> {
-    return this.checkpointer.checkpoint(force, signal);
+  checkpoint(force = false): Promise<void> {
+    return this.checkpointer.checkpoint(force);
   }
 
   /** Verifies what is on disk: the checkpoint and the journal (on a worker thread: it reads the whole log). */
@@ -409,9 +409,9 @@ export class TaskStore implements Lifecycle {
   /** Drains, writes a last checkpoint, records the head and closes the journal. */
   async stop(): Promise<void> {
     await this.drain();
-    this.checkpointer.stop();
-    const { stopCheckpointMs } = this.options;
-    await this.checkpoint(false, stopCheckpointMs > 0 ? AbortSignal.timeout(stopCheckpointMs) : AbortSignal.abort()).catch(() => undefined);
+    // The budget covers a checkpoint already being written (the growth rule's) and the last one.
+    this.checkpointer.stop(this.options.stopCheckpointMs);
+    await this.checkpoint().catch(() => undefined);
     this.saveHead();
     await this.headFile.flush();
     this.journal.close();

@@ -198,7 +198,7 @@ describe('a stop whose last checkpoint runs out of time', () => {
     const { last_seq: lastSeq } = await raw.call('status', {});
     raw.close();
     expect((await daemon.stop('SIGTERM')).code).toBe(0);
-    expect(daemon.stderr()).toContain('left the last checkpoint unwritten to stop in time');
+    expect(daemon.stderr()).toContain('left the checkpoint unwritten to stop in time');
     expect(checkpointTemps(daemon.dataDir)).toEqual([]);
     expect(readDataFileContent(daemon.dataFile).head.seq).toBeLessThan(lastSeq);
 
