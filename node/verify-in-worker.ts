@@ -10,7 +10,6 @@ import { verifyDataFileOnDisk } from './verify-files.js';
  * the daemon's own is.
  */
 const WORKER_YOUNG_GENERATION_MB = 12;
-let worker: Worker | null = null;
 let turn: Promise<unknown> = Promise.resolve();
 
 export function verifyDataFileInWorker(dataFile: string): Promise<VerifyReport> {
@@ -20,27 +19,22 @@ export function verifyDataFileInWorker(dataFile: string): Promise<VerifyReport> 
 }
 
 function askWorker(dataFile: string): Promise<VerifyReport> {
-  if (!worker) {
-    worker = new Worker(new URL(import.meta.url), { workerData: { role: 'verifier' }, resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } });
-    worker.unref(); // an idle verifier never keeps the daemon alive
-  }
-  const current = worker;
+  const worker = new Worker(new URL(import.meta.url), { workerData: { role: 'verifier' }, resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } });
+  worker.unref(); // a verification never keeps the daemon alive
   return new Promise((resolve, reject) => {
     const settle = (outcome: () => void) => {
-      current.off('message', onMessage).off('error', onError).off('exit', onExit);
+      worker.off('message', onMessage).off('error', onError).off('exit', onExit);
       outcome();
     };
     const onMessage = (report: VerifyReport) =>
       settle(() => {
-        worker = null;
-        void current.terminate();
+        void worker.terminate();
         resolve(report);
       });
-    // A worker that failed is replaced on the next call.
-    const onError = (error: Error) => settle(() => ((worker = null), reject(error)));
-    const onExit = (code: number) => settle(() => ((worker = null), reject(new Error(`the verify worker exited with code ${code} before reporting`))));
-    current.on('message', onMessage).on('error', onError).on('exit', onExit);
-    current.postMessage(dataFile);
+    const onError = (error: Error) => settle(() => reject(error));
+    const onExit = (code: number) => settle(() => reject(new Error(`the verify worker exited with code ${code} before reporting`)));
+    worker.on('message', onMessage).on('error', onError).on('exit', onExit);
+    worker.postMessage(dataFile);
   });
 }
 
