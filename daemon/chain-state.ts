@@ -174,8 +174,9 @@ export class ChainState {
 
   /** The line a checkpoint copies, from its file (a trimmed record's line stays in its file until that checkpoint is in place). */
   storedLine(seq: number): Buffer {
-    const { fileId, offset, length } = this.index.location(seq);
-    return this.files.read(fileId, offset, length);
+    const line = Buffer.allocUnsafe(this.index.lengthOf(seq));
+    this.readStoredLine(seq, line, 0);
+    return line;
   }
 
   /** Reads the stored line of a kept seq into `target` at `at`; returns its length. */

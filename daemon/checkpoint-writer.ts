@@ -170,8 +170,7 @@ export class CheckpointWriter {
 
   /** Copies the stored step view line of `seq` from its file into the chunk, framed as a list item. */
   private async putStoredStepLine(seq: number, first: boolean): Promise<void> {
-    const { length } = this.state.index.location(seq);
-    const bytes = length + (first ? 1 : 2);
+    const bytes = this.state.index.lengthOf(seq) + (first ? 1 : 2);
     await this.reserve(bytes);
     this.locate(seq, RecordForm.stepViewLine, bytes, first);
     if (bytes > CHUNK_BYTES) {

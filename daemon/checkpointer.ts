@@ -125,7 +125,7 @@ export class Checkpointer {
       this.fileSize = written.size;
       this.options.journal.deleteCoveredSegments(written.head.seq);
       state.compact();
-      log.info('wrote the data file', { file: this.options.dataFile, head_seq: written.head.seq, bytes: written.size, journal_bytes: journalBytes, ms: Math.round(performance.now() - startedAt) });
+      log.debug('wrote the data file', { file: this.options.dataFile, head_seq: written.head.seq, bytes: written.size, journal_bytes: journalBytes, ms: Math.round(performance.now() - startedAt) });
     });
   }
 

@@ -160,7 +160,7 @@ describe('kill -9 while a checkpoint of a large log is written', () => {
 describe('checkpoints while the journal grows', () => {
   it('are written once per crossing of the growth bound, not once per commit while one is written', async () => {
     const bound = 1024 * 1024;
-    const daemon = await startDaemon({ args: ['--checkpoint-journal-bytes', String(bound), '--checkpoint-idle-ms', '600000'] });
+    const daemon = await startDaemon({ args: ['--checkpoint-journal-bytes', String(bound), '--checkpoint-idle-ms', '600000', '--log-level', 'debug'] });
     const sockets = await Promise.all(Array.from({ length: WRITERS }, () => openRawSocket(daemon.socketPath)));
     const journalled = 12 * bound;
     await Promise.all(
