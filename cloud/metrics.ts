@@ -43,7 +43,7 @@ export class CloudMetrics {
     });
     new Gauge({
       name: 'taskhistory_cloud_storage_pool_waiting',
-      help: 'Requests waiting for a storage (database pool) connection',
+      help: 'Requests waiting for a storage (database pool) connection, pushes waiting for their group included',
       registers: [this.registry],
       collect() {
         this.set(storage.poolCounts().waiting);

@@ -1,41 +1,38 @@
-import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import type { FleetMachine, FleetTaskDetail, FleetTaskSummary, Incident, StepSummary, StoredEvent } from '../protocol/fleet-api.js';
 import { log } from '../node/log.js';
 import { GENESIS_HASH, type ChainPoint, type ChainRecord } from '../protocol/records.js';
 import type { TaskView } from '../protocol/task-view.js';
-import { BatchRefused } from './chain-intake.js';
 import { migrate } from './migrations.js';
+import { PostgresPushGroups } from './postgres-push-groups.js';
+import { PostgresStoredFeed } from './postgres-stored-feed.js';
 import { StorageUnavailable, type BatchIntake, type CloudStorage, type Extension, type TaskFilter, type TaskKey } from './storage.js';
 import { taskDetailOf } from './task-detail.js';
-import { searchTextOf, taskChangesOf } from './task-facts.js';
 
 /**
  * The fleet backend: every endpoint process on one PostgreSQL database, no per-machine state in
- * memory. A push is two statements (extend): the head read, then one statement that stores the
- * batch, its task facts, the new head and a NOTIFY for the live feed only if the head is still the
- * one read (its row locked by that statement), committed as one transaction (durable as the
- * server's synchronous_commit) before the acknowledgement.
- */
-const STORED_CHANNEL = 'taskhistory_stored';
-/**
+ * memory. Pushes are stored in groups (PostgresPushGroups), each group one transaction, durable
+ * as the server's synchronous_commit before the acknowledgements; the live feed goes out after it
+ * (PostgresStoredFeed).
+ *
+
  * Every wait on the database is bounded, so a database that is down, hung or saturated answers a
  * request with StorageFailure (1004, retry_after_ms) in about a second whatever the load, and nothing
- * queues without end: POOL_WAIT_MS for a pooled connection (waiting for a free one, or opening one:
- * a stopped server refuses at once, a hung one times out), QUERY_TIMEOUT_MS for each statement
+ * queues without end: POOL_WAIT_MS for a pooled connection or a push's group (waiting for a free
+ * one, or opening one: a stopped server refuses at once, a hung one times out), QUERY_TIMEOUT_MS for each statement
  * (the server's statement_timeout, and the client's own timer for a server that does not answer).
  * A connection whose statement failed is discarded, never reused mid-statement.
  */
 const POOL_WAIT_MS = 1000;
 const QUERY_TIMEOUT_MS = 1000;
 const RETRY_AFTER_MS = 1000;
-const LISTEN_RETRY_MS = 1000;
-const POOL_SIZE = 20;
+const POOL_SIZE = 10;
 /** A text search first looks among this many newest tasks (that fit the other filters). */
 const RECENT_TASKS_SEARCHED = 2000;
 const TASK_COLUMNS = 'machine_id, task_id, created, seq, description, mode, plan, agent, status, completed, completed_seq, steps';
-/** A push whose head another push moved this many times in a row (a fleet of duplicates) is answered 1004. */
-const MAX_STORE_ATTEMPTS = 5;
+const QUALIFIED_TASK_COLUMNS = TASK_COLUMNS.split(', ').map((column) => `t.${column}`).join(', ');
+/** A task's key and its place in the newest-first order. */
+const TASK_KEYS = 'machine_id, task_id, created, seq';
 
 /** seq and the counters are bigint: within 2^53, read them as numbers. */
 const types = {
@@ -55,15 +52,24 @@ export function describeDatabase(url: string): string {
 }
 
 export class PostgresStorage implements CloudStorage {
-  private readonly events = new EventEmitter();
-  private listener: pg.Client | null = null;
-  private closed = false;
+  private readonly feed: PostgresStoredFeed;
+  private readonly pushes: PostgresPushGroups;
 
   private constructor(
     readonly pool: pg.Pool,
     private readonly url: string,
   ) {
-    this.events.setMaxListeners(0);
+    this.feed = new PostgresStoredFeed(pool, { connectionString: url, connectionTimeoutMillis: POOL_WAIT_MS, types }, describeDatabase(url));
+    this.pushes = new PostgresPushGroups({
+      pool,
+      connections: POOL_SIZE,
+      waitMs: POOL_WAIT_MS,
+      retryAfterMs: RETRY_AFTER_MS,
+      readHeld: (client, machineId, afterSeq, count) => readRecords(client, machineId, afterSeq, count, Number.MAX_SAFE_INTEGER),
+      unavailable: (error) => this.unavailable(error),
+      onStored: (event) => this.feed.publish(event),
+      describe: `PostgreSQL at ${describeDatabase(url)}`,
+    });
   }
 
   /** Connects, migrates the schema and starts the live feed. Nothing is read from the stored data. */
@@ -89,7 +95,7 @@ export class PostgresStorage implements CloudStorage {
       } finally {
         await client.end();
       }
-      await storage.listen();
+      await storage.feed.listen();
     } catch (error) {
       await pool.end();
       throw error;
@@ -105,36 +111,8 @@ export class PostgresStorage implements CloudStorage {
     return headOf((await this.query<HeadRow>(HEAD, [machineId], 'head')).rows);
   }
 
-  /**
-   * Two statements on one connection, no lock held across the endpoint's checks: the head is read,
-   * the batch checked against it, and one statement (STORE_BATCH) stores the records, the task
-   * facts and the new head only if the stored head is still the one read. Another endpoint that
-   * moved the head first (the same batch re-sent there) makes it store nothing; the batch is then
-   * checked again against the new head, where its records are already held.
-   */
-  async extend(machineId: string, intake: BatchIntake): Promise<Extension> {
-    const client = await this.connection();
-    let broken: unknown;
-    try {
-      for (let attempt = 1; ; attempt++) {
-        const head = headOf((await client.query<HeadRow>({ text: HEAD, values: [machineId], name: 'head' })).rows);
-        const fresh = await intake(head, (afterSeq, count) => readRecords(client, machineId, afterSeq, count, Number.MAX_SAFE_INTEGER));
-        if (fresh.length === 0) return { head, stored: 0 };
-        const last = fresh[fresh.length - 1];
-        const { rows } = await client.query<{ moved: number }>({ text: STORE_BATCH, values: storeBatchValues(machineId, head, fresh), name: 'store-batch' });
-        if (rows[0].moved === 1) return { head: { seq: last.seq, hash: last.hash }, stored: fresh.length };
-        if (attempt === MAX_STORE_ATTEMPTS) {
-          throw new StorageUnavailable(`PostgreSQL at ${describeDatabase(this.url)}: machine ${machineId}'s head moved under ${attempt} pushes in a row`, RETRY_AFTER_MS);
-        }
-      }
-    } catch (error) {
-      if (error instanceof BatchRefused || error instanceof StorageUnavailable) throw error;
-      // A connection whose statement failed (or timed out, still running) is discarded, not reused.
-      broken = error;
-      throw this.unavailable(error);
-    } finally {
-      client.release(broken as Error | undefined);
-    }
+  extend(machineId: string, intake: BatchIntake, records: number): Promise<Extension> {
+    return this.pushes.extend(machineId, intake, records);
   }
 
   async read(machineId: string, afterSeq: number, limit: number, maxBytes: number): Promise<ChainRecord[]> {
@@ -193,13 +171,16 @@ export class PostgresStorage implements CloudStorage {
     // A term most tasks match is found among the newest tasks at once; a rarer one from the trigram
     // index. Walking newest first until enough match (the planner's choice for both) reads every
     // newer task when the matches are old: 57,000 rows for a bench query at 1,000,000 records.
+    // Both read keys only, then the page's rows whole: a page's worth of steps lists, not every match's.
+    const rowsOf = (keys: string) =>
+      `SELECT ${QUALIFIED_TASK_COLUMNS} FROM (${keys}) k JOIN tasks t ON t.machine_id = k.machine_id AND t.task_id = k.task_id ORDER BY k.created DESC, k.machine_id DESC, k.seq DESC`;
     const recent = await this.query<TaskRow>(
-      `SELECT ${TASK_COLUMNS} FROM (SELECT ${TASK_COLUMNS}, search FROM tasks ${where([])} ORDER BY created DESC, machine_id DESC, seq DESC LIMIT ${RECENT_TASKS_SEARCHED}) recent
-        WHERE ${matches} ${newest}`,
+      rowsOf(`SELECT ${TASK_KEYS} FROM (SELECT ${TASK_KEYS}, search FROM tasks ${where([])} ORDER BY created DESC, machine_id DESC, seq DESC LIMIT ${RECENT_TASKS_SEARCHED}) recent
+        WHERE ${matches} ${newest}`),
       values,
     );
     if (recent.rows.length === limit) return recent.rows.map(summaryOfRow);
-    const { rows } = await this.query<TaskRow>(`WITH matched AS MATERIALIZED (SELECT ${TASK_COLUMNS} FROM tasks ${where([matches])}) SELECT * FROM matched ${newest}`, values);
+    const { rows } = await this.query<TaskRow>(`WITH matched AS MATERIALIZED (SELECT ${TASK_KEYS} FROM tasks ${where([matches])}) ${rowsOf(`SELECT * FROM matched ${newest}`)}`, values);
     return rows.map(summaryOfRow);
   }
 
@@ -223,52 +204,19 @@ export class PostgresStorage implements CloudStorage {
   }
 
   watchStored(listener: (event: StoredEvent) => void): () => void {
-    this.events.on('stored', listener);
-    return () => this.events.off('stored', listener);
+    return this.feed.watch(listener);
   }
 
   poolCounts(): { inUse: number; waiting: number } {
-    return { inUse: this.pool.totalCount - this.pool.idleCount, waiting: this.pool.waitingCount };
+    return { inUse: this.pool.totalCount - this.pool.idleCount, waiting: this.pool.waitingCount + this.pushes.waiting };
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    await this.listener?.end().catch(() => undefined);
+    await this.feed.close();
     await this.pool.end();
   }
 
-  /** A dedicated connection LISTENing for every endpoint's pushes; reconnects while the storage is open. */
-  private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: POOL_WAIT_MS, types });
-    const retry = () => {
-      if (this.listener !== client || this.closed) return;
-      this.listener = null;
-      setTimeout(() => this.listen().catch(retry), LISTEN_RETRY_MS).unref();
-    };
-    client.on('error', (error) => log.warn('the live feed lost its database connection; reconnecting', { error: error.message }));
-    client.on('end', retry);
-    client.on('notification', (message) => {
-      if (message.channel === STORED_CHANNEL && message.payload) this.events.emit('stored', JSON.parse(message.payload) as StoredEvent);
-    });
-    this.listener = client;
-    try {
-      await client.connect();
-      await client.query(`LISTEN ${STORED_CHANNEL}`);
-    } catch (error) {
-      await client.end().catch(() => undefined);
-      throw error;
-    }
-  }
-
-  private async connection(): Promise<pg.PoolClient> {
-    try {
-      return await this.pool.connect();
-    } catch (error) {
-      throw this.unavailable(error);
-    }
-  }
-
-  /** A `name`d statement is parsed and planned once per connection: the push path's two. */
+  /** A `name`d statement is parsed and planned once per connection. */
   private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = [], name?: string): Promise<pg.QueryResult<R>> {
     try {
       return await this.pool.query<R>({ text, values, name });
@@ -303,87 +251,6 @@ async function readRecords(client: pg.ClientBase | pg.Pool, machineId: string, a
     [machineId, afterSeq, limit, maxBytes],
   );
   return rows.map((row) => JSON.parse(row.record) as ChainRecord);
-}
-
-/**
- * One batch stored in one statement, only if the machine's head is still $2/$3: the records, the
- * tasks created in the batch (a task_created for a held id replaces that task, as in the daemon's
- * view), the steps and completions of tasks created before it, the head with the machine's task
- * and running counts, and the live feed's NOTIFY (sent at commit). Answers moved = 1 when stored,
- * 0 when another push moved the head first (then nothing is written).
- */
-const STORE_BATCH = `
-  WITH held AS (
-    SELECT task_id, status FROM tasks WHERE machine_id = $1 AND task_id = ANY($9::text[] || $21::text[])
-  ), counts AS (
-    SELECT (SELECT count(*) FROM unnest($9::text[]) c(task_id) WHERE c.task_id NOT IN (SELECT task_id FROM held)) AS tasks,
-           (SELECT count(*) FROM unnest($16::text[]) c(status) WHERE c.status = 'running')
-             - (SELECT count(*) FROM held WHERE held.status = 'running'
-                   AND (held.task_id = ANY($9::text[]) OR held.task_id IN (SELECT u.task_id FROM unnest($21::text[], $24::text[]) u(task_id, status) WHERE u.status IS NOT NULL))) AS running
-  ), head_moved AS (
-    -- A machine's first push inserts its row; a row already there moves only from the head read.
-    INSERT INTO machines AS m (machine_id, head_seq, head_hash, last_push_at, tasks, running)
-    SELECT $1, $4, $5, now(), counts.tasks, counts.running FROM counts WHERE $2 = 0 OR EXISTS (SELECT 1 FROM machines WHERE machine_id = $1)
-    ON CONFLICT (machine_id) DO UPDATE SET head_seq = EXCLUDED.head_seq, head_hash = EXCLUDED.head_hash, last_push_at = EXCLUDED.last_push_at,
-      tasks = m.tasks + EXCLUDED.tasks, running = m.running + EXCLUDED.running
-      WHERE m.head_seq = $2 AND m.head_hash = $3
-    RETURNING 1
-  ), stored AS (
-    INSERT INTO records (machine_id, seq, task_id, record)
-    SELECT $1, r.seq, r.task_id, r.record FROM unnest($6::bigint[], $7::text[], $8::text[]) r(seq, task_id, record) WHERE EXISTS (SELECT 1 FROM head_moved)
-  ), created AS (
-    INSERT INTO tasks (machine_id, task_id, created, seq, description, mode, plan, agent, status, completed, completed_seq, steps, search)
-    SELECT $1, c.* FROM unnest($9::text[], $10::float8[], $11::bigint[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::float8[], $18::bigint[], $19::jsonb[], $20::text[]) c
-     WHERE EXISTS (SELECT 1 FROM head_moved)
-    ON CONFLICT (machine_id, task_id) DO UPDATE SET created = EXCLUDED.created, seq = EXCLUDED.seq, description = EXCLUDED.description, mode = EXCLUDED.mode,
-      plan = EXCLUDED.plan, agent = EXCLUDED.agent, status = EXCLUDED.status, completed = EXCLUDED.completed, completed_seq = EXCLUDED.completed_seq,
-      steps = EXCLUDED.steps, search = EXCLUDED.search
-  ), appended AS (
-    UPDATE tasks t SET steps = t.steps || u.steps, search = t.search || u.search,
-           status = coalesce(u.status, t.status), completed = coalesce(u.completed, t.completed), completed_seq = coalesce(u.completed_seq, t.completed_seq)
-      FROM unnest($21::text[], $22::jsonb[], $23::text[], $24::text[], $25::float8[], $26::bigint[]) AS u(task_id, steps, search, status, completed, completed_seq)
-     WHERE t.machine_id = $1 AND t.task_id = u.task_id AND EXISTS (SELECT 1 FROM head_moved)
-  ), notified AS (
-    SELECT pg_notify('${STORED_CHANNEL}', $27) FROM head_moved
-  )
-  SELECT (SELECT count(*) FROM head_moved)::integer AS moved, (SELECT count(*) FROM notified) AS notified`;
-
-/** STORE_BATCH's parameters for the batch's new records `fresh`, stored after `head`. */
-function storeBatchValues(machineId: string, head: ChainPoint, fresh: ChainRecord[]): unknown[] {
-  const changes = taskChangesOf(machineId, fresh);
-  const created = changes.filter((change) => change.created).map((change) => change.created!);
-  const updated = changes.filter((change) => !change.created);
-  const last = fresh[fresh.length - 1];
-  const event: StoredEvent = { machine_id: machineId, first_seq: fresh[0].seq, last_seq: last.seq };
-  return [
-    machineId,
-    head.seq,
-    head.hash,
-    last.seq,
-    last.hash,
-    fresh.map((record) => record.seq),
-    fresh.map((record) => ('task_id' in record ? record.task_id : null)),
-    fresh.map((record) => JSON.stringify(record)),
-    created.map((task) => task.task_id),
-    created.map((task) => task.timestamp),
-    created.map((task) => task.seq),
-    created.map((task) => task.description),
-    created.map((task) => task.mode),
-    created.map((task) => JSON.stringify(task.plan)),
-    created.map((task) => task.agent ?? null),
-    created.map((task) => task.status),
-    created.map((task) => task.completed_at ?? null),
-    created.map((task) => task.completed_seq ?? null),
-    created.map((task) => JSON.stringify(task.steps)),
-    created.map((task) => searchTextOf(task.description, task.steps)),
-    updated.map((change) => change.taskId),
-    updated.map((change) => JSON.stringify(change.steps)),
-    updated.map((change) => change.steps.map((step) => `\n${step.command}`).join('')),
-    updated.map((change) => change.completion?.status ?? null),
-    updated.map((change) => change.completion?.completed_at ?? null),
-    updated.map((change) => change.completion?.completed_seq ?? null),
-    JSON.stringify(event),
-  ];
 }
 
 interface TaskRow {

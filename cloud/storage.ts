@@ -13,11 +13,13 @@ export interface CloudStorage {
   /** The newest stored record's point; {seq: 0, hash: GENESIS_HASH} for a machine with none. */
   head(machineId: string): Promise<ChainPoint>;
   /**
-   * Holds the machine's exclusive lock (across every endpoint process sharing the storage) while
-   * `intake` picks the new records of a batch against the head, then stores them and moves the
-   * head, all or nothing, durable before it resolves. An error from `intake` stores nothing.
+   * `intake` picks the new records of a batch against the machine's head; they are stored and the
+   * head moved, all or nothing, durable before it resolves, only if no other push (through any
+   * endpoint process sharing the storage) moved the head first: then `intake` runs again against
+   * the new head. An error from `intake` stores nothing. `records` is the batch's length (a
+   * backend may store several machines' batches together).
    */
-  extend(machineId: string, intake: BatchIntake): Promise<Extension>;
+  extend(machineId: string, intake: BatchIntake, records: number): Promise<Extension>;
   /** Records with seq > afterSeq in ascending order, at most `limit` and about `maxBytes` (at least one if any), exactly as pushed. */
   read(machineId: string, afterSeq: number, limit: number, maxBytes: number): Promise<ChainRecord[]>;
   /** Every machine with at least one record, and its head. */

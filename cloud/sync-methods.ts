@@ -24,10 +24,14 @@ export function registerSyncMethods(endpoint: RpcDispatcher<Principal>, storage:
     const endTimer = metrics.pushDuration.startTimer();
     let refusedAgainst: ChainPoint | undefined;
     try {
-      const { head, stored } = await storage.extend(machine_id, (held, readHeld) => {
-        refusedAgainst = held;
-        return newRecordsOf(records as unknown as ChainRecord[], held, readHeld);
-      });
+      const { head, stored } = await storage.extend(
+        machine_id,
+        (held, readHeld) => {
+          refusedAgainst = held;
+          return newRecordsOf(records as unknown as ChainRecord[], held, readHeld);
+        },
+        records.length,
+      );
       metrics.recordsStored.inc(stored);
       return cloudHead(head);
     } catch (error) {

@@ -149,6 +149,35 @@ describe('fleet tier on PostgreSQL', () => {
     expect(machine).toMatchObject({ machine_id: 'm1', acked_seq: 1000, tasks: 200, running: 0, incidents: 0 });
   });
 
+  it('stores the pushes of many machines arriving together (stored in groups) once each, with their task counts and steps', async () => {
+    const site = await backend.newSite();
+    const machines = Array.from({ length: 40 }, (_, i) => `g${String(i).padStart(2, '0')}`);
+    const tokensFile = tokensFileFor(machines);
+    const endpoints = await Promise.all([startCloud(site, { tokensFile }), startCloud(site, { tokensFile })]);
+    // 23 records: 4 whole tasks and a running one; batches of 3 split tasks across pushes (steps appended, completions later).
+    const chains = machines.map((machineId, i) => makeChain(23, { tag: machineId, machineId, startTs: 1_700_000_000 + i }));
+    await Promise.all(
+      machines.map(async (machineId, i) => {
+        const socket = await openCloudSocket(endpoints[i % 2].url, machineToken(machineId));
+        for (let from = 0; from < 23; from += 3) {
+          const batch = chains[i].slice(from, from + 3);
+          expect(await socket.call('push', { machine_id: machineId, records: batch })).toEqual({ acked_seq: from + batch.length, head_hash: batch.at(-1)!.hash });
+        }
+        socket.close();
+      }),
+    );
+    for (const [i, machineId] of machines.entries()) {
+      const { records, rows } = await storedChain(endpoints[0], site, machineId);
+      expect(JSON.stringify(records)).toBe(JSON.stringify(chains[i]));
+      expect(rows).toBe(23);
+    }
+    const listed = (await (await httpGet(endpoints[1], '/v1/machines', ADMIN)).json()).machines;
+    expect(listed).toHaveLength(40);
+    for (const machine of listed) expect(machine).toMatchObject({ acked_seq: 23, tasks: 5, running: 1, incidents: 0 });
+    const task = await (await httpGet(endpoints[0], '/v1/machines/g07/tasks/task-g07-1', ADMIN)).json();
+    expect(task).toMatchObject({ status: 'failed', steps: [{ command: 'cmd 6' }, { command: 'cmd 7' }, { command: 'cmd 8' }] });
+  });
+
   it('creates, lists and revokes database tokens; a revoked token is locked out of both endpoints within 5 s, open connections included', async () => {
     const site = await backend.newSite();
     const url = databaseUrl(site);
