@@ -1,6 +1,6 @@
 import { contentProblem } from '../protocol/chain-verify.js';
-import { rebuildStepRecord, stepViewOf } from '../protocol/data-file-v2.js';
-import { GENESIS_HASH, type ChainPoint, type ChainRecord, type StepLoggedRecord } from '../protocol/records.js';
+import { expandStepView, rebuildStepRecord, stepViewOf } from '../protocol/data-file-v2.js';
+import { GENESIS_HASH, type ChainPoint, type ChainRecord, type StepLoggedRecord, type Writer } from '../protocol/records.js';
 import { applyRecordToTasks, tasksToTrim, type StepView, type TaskView } from '../protocol/task-view.js';
 import { sha256Hex } from '../node/sha256.js';
 import type { ContentCache } from './content-cache.js';
@@ -23,8 +23,8 @@ export interface TaskMeta {
   readonly timestamp: number;
   readonly description: string;
   readonly agent?: string;
-  /** Uid of the task_created record's writer: who may see the task (daemon/task-access.ts). */
-  readonly creatorUid?: number;
+  /** The task_created record's writer: its uid is who may see the task (daemon/task-access.ts). */
+  readonly writer?: Writer;
   status: TaskView['status'];
   completedSeq?: number;
   /** Seqs of its steps, ascending. */
@@ -93,7 +93,7 @@ export class ChainState {
         timestamp: record.ts,
         description: record.description,
         ...(record.agent !== undefined && { agent: record.agent }),
-        ...(record.writer !== undefined && { creatorUid: record.writer.uid }),
+        ...(record.writer !== undefined && { writer: record.writer }),
         status: 'running',
         stepSeqs: [],
       };
@@ -201,7 +201,7 @@ export class ChainState {
         record = JSON.parse(text) as ChainRecord;
       } else {
         const task = this.byOrdinal.get(this.index.taskOf(seq)) as TaskMeta;
-        record = rebuildStepRecord(JSON.parse(text) as StepView, task.task_id, this.hashAt(seq - 1) as string, this.hashAt(seq) as string, sha256Hex);
+        record = rebuildStepRecord(expandStepView(JSON.parse(text) as StepView, task.writer), task.task_id, this.hashAt(seq - 1) as string, this.hashAt(seq) as string, sha256Hex);
       }
     } catch {
       throw new RecordDamaged(seq, this.pathOf(seq));
@@ -217,7 +217,8 @@ export class ChainState {
   /** The step view of a kept step seq (not re-hashed: reads of views trust the verified files). */
   stepView(seq: number): StepView {
     const { form, text } = this.line(seq);
-    return form === RecordForm.stepViewLine ? (JSON.parse(text) as StepView) : stepViewOf(JSON.parse(text) as StepLoggedRecord);
+    if (form !== RecordForm.stepViewLine) return stepViewOf(JSON.parse(text) as StepLoggedRecord);
+    return expandStepView(JSON.parse(text) as StepView, this.byOrdinal.get(this.index.taskOf(seq))?.writer);
   }
 
   /** The task's view without its steps, as of `asOfSeq`: a completion after it shows as running. */

@@ -6,6 +6,7 @@ import {
   TASKS_SECTION_LINE,
   entryLine,
   headerLine,
+  expandStepView,
   rebuildStepRecord,
   stepViewLine,
   stepViewOf,
@@ -132,7 +133,7 @@ export class CheckpointWriter {
       for (let s = 0; s < steps; s++) {
         const seq = task.stepSeqs[s];
         if (this.repair || this.forms[seq - this.anchor.seq - 1] !== RecordForm.stepViewLine) {
-          await this.putLocated(seq, RecordForm.stepViewLine, stepViewLine(this.stepViewFor(task, seq), s === 0), s === 0);
+          await this.putLocated(seq, RecordForm.stepViewLine, stepViewLine(this.stepViewFor(task, seq), s === 0, task.writer), s === 0);
         } else await this.putStoredStepLine(seq, s === 0);
       }
       await this.put(TASK_END_LINE);
@@ -145,12 +146,12 @@ export class CheckpointWriter {
   private stepViewFor(task: TaskMeta, seq: number): StepView {
     const form = this.forms[seq - this.anchor.seq - 1];
     const text = this.state.storedLine(seq).toString('utf8');
-    const view = form === RecordForm.stepViewLine ? (JSON.parse(text) as StepView) : stepViewOf(JSON.parse(text) as StepLoggedRecord);
+    const view = form === RecordForm.stepViewLine ? expandStepView(JSON.parse(text) as StepView, task.writer) : stepViewOf(JSON.parse(text) as StepLoggedRecord);
     if (!this.repair || this.stepMatchesHash(task, seq, view)) return view;
     const cached = this.state.cachedLine(seq, RecordForm.recordLine);
     if (cached !== undefined) return stepViewOf(JSON.parse(cached) as StepLoggedRecord);
     const cachedView = this.state.cachedLine(seq, RecordForm.stepViewLine);
-    if (cachedView !== undefined) return JSON.parse(cachedView) as StepView;
+    if (cachedView !== undefined) return expandStepView(JSON.parse(cachedView) as StepView, task.writer);
     throw new RecordDamaged(seq, this.dataFile);
   }
 

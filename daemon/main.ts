@@ -168,7 +168,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     checkpointJournalBytes: settings.checkpointJournalBytes,
     cacheBytes: settings.cacheBytes,
   });
-  const subscriptions = new SubscriptionHub((taskId) => store.chain.tasks.get(taskId)?.creatorUid);
+  const subscriptions = new SubscriptionHub((taskId) => store.chain.tasks.get(taskId)?.writer?.uid);
   store.onCommit((records) => subscriptions.publish(records));
   const tamper = new TamperWatch({ store, checkpointer: store.checkpointer, journal: store.journal, dataFile: settings.dataFile });
   const { cloudUrl } = settings;

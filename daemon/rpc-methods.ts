@@ -58,7 +58,7 @@ export function registerMethods(rpc: RpcDispatcher<MethodContext>, parts: Daemon
     const viewer = viewerOf(context);
     if (viewer.seesAll) return;
     const task = store.chain.tasks.get(taskId);
-    if (!task || !viewer.sees(task.creatorUid)) throw new RpcError(ErrorCodes.TaskNotFound, `no task ${taskId}`, { task_id: taskId });
+    if (!task || !viewer.sees(task.writer?.uid)) throw new RpcError(ErrorCodes.TaskNotFound, `no task ${taskId}`, { task_id: taskId });
   };
   rpc.register(Methods.createTask, (params, context) => store.createTask(params, writer(context)));
   rpc.register(Methods.logStep, (params, context) => {
@@ -93,7 +93,7 @@ function status(parts: DaemonParts, viewer: Viewer): StatusResult {
   const now = Date.now() / 1000;
   const running = store.runningTasks;
   const head = store.head;
-  const ownTasks = viewer.seesAll ? store.tasks : store.tasks.filter((task) => viewer.sees(task.creatorUid));
+  const ownTasks = viewer.seesAll ? store.tasks : store.tasks.filter((task) => viewer.sees(task.writer?.uid));
   const ownRunning = ownTasks.filter((task) => task.status === 'running');
   return {
     version: parts.version,

@@ -6,10 +6,14 @@ import type { TaskEntry, TaskSource } from './task-source.js';
 const HEAD_OVERHEAD_BYTES = 256;
 
 class StoredTaskEntry implements TaskEntry {
+  private readonly writerBytes: number;
+
   constructor(
     private readonly chain: ChainState,
     private readonly task: TaskMeta,
-  ) {}
+  ) {
+    this.writerBytes = task.writer ? Buffer.byteLength(JSON.stringify(task.writer)) : 0;
+  }
 
   get task_id(): string {
     return this.task.task_id;
@@ -20,7 +24,7 @@ class StoredTaskEntry implements TaskEntry {
   }
 
   get creatorUid(): number | undefined {
-    return this.task.creatorUid;
+    return this.task.writer?.uid;
   }
 
   get stepSeqs(): readonly number[] {
@@ -40,9 +44,12 @@ class StoredTaskEntry implements TaskEntry {
     return this.chain.index.lengthOf(this.task.seq) + HEAD_OVERHEAD_BYTES;
   }
 
-  /** The stored line's length: a step view line, or a journal line (larger than its view: a safe estimate). */
+  /**
+   * The stored line's length: a step view line, or a journal line (larger than its view: a safe
+   * estimate), plus the task's writer, which a step view line may name as TASK_WRITER.
+   */
   stepBytes(index: number): number {
-    return this.chain.index.lengthOf(this.task.stepSeqs[index]);
+    return this.chain.index.lengthOf(this.task.stepSeqs[index]) + this.writerBytes;
   }
 
   steps(from: number, to: number): StepView[] {

@@ -1,8 +1,8 @@
 import { canonicalize, type Sha256Hex } from './canonical.js';
 import { ChainBreak, ChainWalker, contentProblem, deepEqual } from './chain-verify.js';
 import type { ChainEntry, DataFileV2 } from './data-file.js';
-import { rebuildStepRecord, stepViewOf, type DataFileV2Header, type TaskHead } from './data-file-v2.js';
-import { GENESIS_HASH, LARGE_FIELDS, recordHash, type ChainPoint, type ChainRecord, type StepLoggedRecord } from './records.js';
+import { expandStepView, rebuildStepRecord, stepViewOf, type DataFileV2Header, type TaskHead } from './data-file-v2.js';
+import { GENESIS_HASH, LARGE_FIELDS, recordHash, type ChainPoint, type ChainRecord, type StepLoggedRecord, type Writer } from './records.js';
 import { applyRecordToTasks, type StepView, type TaskView } from './task-view.js';
 
 /**
@@ -34,6 +34,13 @@ interface KeptTask {
   completion?: { status: string; ts: number; seq: number };
 }
 
+/** The task whose step views are being read. */
+interface CurrentTask {
+  task_id: string;
+  lastSeq: number;
+  writer: Writer | undefined;
+}
+
 export class DataFileV2Verifier {
   checked = 0;
   private header: DataFileV2Header | null = null;
@@ -51,7 +58,7 @@ export class DataFileV2Verifier {
   private readonly kept: KeptTask[] = [];
   private readonly keptIndex = new Map<string, number>();
   private tasksSeen = 0;
-  private currentTask: { task_id: string; lastSeq: number } | null = null;
+  private currentTask: CurrentTask | null = null;
   private candidate: ChainBreak | null = null;
 
   constructor(private readonly sha256Hex: Sha256Hex) {}
@@ -151,7 +158,8 @@ export class DataFileV2Verifier {
     const want = this.kept[position];
     const have = value as Partial<TaskHead> | null;
     const haveSeq = have && typeof have === 'object' && Number.isSafeInteger(have.seq) ? (have.seq as number) : null;
-    this.currentTask = { task_id: typeof have?.task_id === 'string' ? have.task_id : '', lastSeq: 0 };
+    // The head's writer is checked with the head; a step view naming it as TASK_WRITER is rebuilt with it.
+    this.currentTask = { task_id: typeof have?.task_id === 'string' ? have.task_id : '', lastSeq: 0, writer: have && typeof have === 'object' ? have.writer : undefined };
     if (!want) {
       // Behind a break in the chain the task's records were not read: the break is what is reported.
       if (this.structuralBreakSeq === null) this.note(new ChainBreak('changed content', haveSeq, `"tasks[${position}]" has no records behind it`));
@@ -190,7 +198,7 @@ export class DataFileV2Verifier {
     task.lastSeq = Math.max(task.lastSeq, seq);
   }
 
-  private stepProblem(view: StepView, seq: number, task: { task_id: string; lastSeq: number }): string | null {
+  private stepProblem(view: StepView, seq: number, task: CurrentTask): string | null {
     if (seq <= task.lastSeq) return 'steps are not in seq order';
     const index = seq - this.anchor.seq - 1;
     if (this.structuralBreakSeq !== null && seq >= this.structuralBreakSeq) return null; // behind the break: already reported
@@ -202,6 +210,7 @@ export class DataFileV2Verifier {
     const extra = Object.keys(view).find((key) => !STEP_VIEW_KEYS.has(key) && !(kind === Kind.FullStep && key === 'elided'));
     if (extra !== undefined) return `unexpected key "${extra}"`;
     if (LARGE_FIELDS.some((field) => view[field] !== undefined && typeof view[field] !== 'string')) return 'a large field is not a string';
+    view = expandStepView(view, task.writer);
     if (kind === Kind.FullStep) {
       const entry = this.fullSteps.get(seq)!;
       this.fullSteps.delete(seq);

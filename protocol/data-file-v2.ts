@@ -1,6 +1,6 @@
 import type { Sha256Hex } from './canonical.js';
 import { DATA_FILE_FORMAT, DATA_FILE_FORMAT_V1, isRecordLike, type ChainEntry, type DataFileV1, type DataFileV2 } from './data-file.js';
-import { LARGE_FIELDS, type ChainPoint, type ChainRecord, type RecordStub, type StepLoggedRecord } from './records.js';
+import { LARGE_FIELDS, type ChainPoint, type ChainRecord, type RecordStub, type StepLoggedRecord, type Writer } from './records.js';
 import type { StepView, TaskView } from './task-view.js';
 
 /**
@@ -65,9 +65,20 @@ export function taskHeadLine(task: TaskHead | TaskView, first: boolean): string 
   return `${first ? '' : ','}${JSON.stringify(head).slice(0, -1)}${STEPS_OPEN}\n`;
 }
 
-/** A step view with `seq` first, so that a scan reads it without parsing the line. */
-export function stepViewLine(step: StepView, first: boolean): string {
+/**
+ * What a step view's `writer` says when the step's writer is its task's: the writer of every step
+ * is otherwise written out again, about 70 bytes a step.
+ */
+export const TASK_WRITER = 'task';
+
+function sameWriter(a: Writer, b: Writer): boolean {
+  return a.uid === b.uid && a.gid === b.gid && a.pid === b.pid && a.comm === b.comm && a.exe === b.exe;
+}
+
+/** A step view with `seq` first, so that a scan reads it without parsing the line; `writer` is TASK_WRITER when it is the task's. */
+export function stepViewLine(step: StepView, first: boolean, taskWriter: Writer | undefined): string {
   const { seq, ...rest } = step;
+  if (rest.writer && taskWriter && sameWriter(rest.writer, taskWriter)) (rest as Record<string, unknown>).writer = TASK_WRITER;
   const body = JSON.stringify(rest);
   return `${first ? '' : ','}{"seq":${seq}${body === '{}' ? '}' : `,${body.slice(1)}`}\n`;
 }
@@ -76,6 +87,11 @@ export function stepViewLine(step: StepView, first: boolean): string {
 export function chainEntryOf(record: ChainRecord): ChainEntry {
   if (record.type === 'step_logged' && record.elided === undefined) return [record.seq, record.hash];
   return withoutLargeFields(record);
+}
+
+/** A step view as read from a data file, with its TASK_WRITER replaced by the task's writer. */
+export function expandStepView(view: StepView, taskWriter: Writer | undefined): StepView {
+  return (view.writer as unknown) === TASK_WRITER && taskWriter ? { ...view, writer: taskWriter } : view;
 }
 
 /** The step view a step record gives (the one conversion, used by applyRecordToTasks too). */
@@ -148,7 +164,7 @@ export function* dataFileV2Lines(doc: DataFileContent): Generator<string> {
   for (let t = 0; t < doc.tasks.length; t++) {
     const task = doc.tasks[t];
     yield taskHeadLine(task, t === 0);
-    for (let i = 0; i < task.steps.length; i++) yield stepViewLine(task.steps[i], i === 0);
+    for (let i = 0; i < task.steps.length; i++) yield stepViewLine(task.steps[i], i === 0, task.writer);
     yield TASK_END_LINE;
   }
   yield DOCUMENT_END_LINE;
@@ -160,11 +176,12 @@ export function* dataFileV2Lines(doc: DataFileContent): Generator<string> {
  * of data-file-v2.ts); nothing is checked here: verify the document for that.
  */
 export function dataFileContent(doc: DataFileV1 | DataFileV2, sha256Hex: Sha256Hex): DataFileContent {
-  const { machine_id, max_tasks, head, tasks } = doc;
+  const { machine_id, max_tasks, head } = doc;
   if (doc.format === DATA_FILE_FORMAT_V1) {
     const { anchor, stubs, records } = (doc as DataFileV1).chain;
-    return { machine_id, max_tasks, head, tasks, anchor, stubs, records };
+    return { machine_id, max_tasks, head, tasks: doc.tasks, anchor, stubs, records };
   }
+  const tasks = doc.tasks.map((task) => ({ ...task, steps: task.steps.map((view) => expandStepView(view, task.writer)) }));
   const { anchor, entries } = (doc as DataFileV2).chain;
   const views = new Map<number, { view: StepView; taskId: string }>();
   for (const task of tasks) for (const view of task.steps) views.set(view.seq, { view, taskId: task.task_id });

@@ -15,10 +15,12 @@ import {
   peekStepSeq,
   rebuildStepRecord,
   dataFileContent,
+  expandStepView,
   stepViewLine,
   stepViewOf,
   TASK_END_LINE,
   taskHeadLine,
+  TASK_WRITER,
   TASKS_SECTION_LINE,
   type DataFileContent,
 } from '../protocol/data-file-v2.js';
@@ -44,7 +46,9 @@ describe('the taskhistory/2 encoding', () => {
   it('is one JSON document with the same tasks, count and max_tasks as the v1 document of the same records', () => {
     const v1 = v1Doc(content);
     expect(doc.format).toBe(DATA_FILE_FORMAT);
-    expect(doc.tasks).toEqual(JSON.parse(JSON.stringify(v1.tasks)));
+    // The same tasks once a step writer that is its task's ("task") is read back as the task's.
+    expect(dataFileContent(doc, sha256Hex).tasks).toEqual(JSON.parse(JSON.stringify(v1.tasks)));
+    expect(doc.tasks.map((task) => task.steps.length)).toEqual(v1.tasks.map((task) => task.steps.length));
     expect(doc.count).toBe(v1.count);
     expect(doc.max_tasks).toBe(10);
     expect(doc.head).toEqual(content.head);
@@ -87,10 +91,10 @@ describe('the taskhistory/2 encoding', () => {
   });
 
   it('writes step views with seq first and task heads in TaskView order ending in "steps":[', () => {
-    const step = doc.tasks[0].steps[0];
-    expect(stepViewLine(step, true)).toMatch(/^\{"seq":\d+,"step":1,"command":/);
-    expect(JSON.parse(stepViewLine(step, true))).toEqual(step);
-    expect(stepViewLine(step, false).startsWith(',{"seq":')).toBe(true);
+    const step = doc.tasks[0].steps[1];
+    expect(stepViewLine(step, true, WRITER)).toMatch(/^\{"seq":\d+,"step":2,"command":/);
+    expect(JSON.parse(stepViewLine(step, true, WRITER))).toEqual(step);
+    expect(stepViewLine(step, false, WRITER).startsWith(',{"seq":')).toBe(true);
     const head = taskHeadLine(doc.tasks[0], true);
     expect(head.endsWith(',"steps":[\n')).toBe(true);
     expect(JSON.parse(`${head.trim()}]}`)).toEqual({ ...doc.tasks[0], steps: [] });
@@ -106,7 +110,7 @@ describe('the taskhistory/2 encoding', () => {
         const original = stepRecords.get(view.seq)!;
         if (original.elided) continue;
         const prev = fixture.records[view.seq - 2].hash;
-        const record = rebuildStepRecord(view, task.task_id, prev, original.hash, sha256Hex);
+        const record = rebuildStepRecord(expandStepView(view, task.writer), task.task_id, prev, original.hash, sha256Hex);
         expect(recordHash(record, sha256Hex)).toBe(original.hash);
         expect(record).toEqual(original);
         rebuilt++;
@@ -130,7 +134,19 @@ describe('the taskhistory/2 encoding', () => {
     expect(task.steps[0].writer).toEqual(WRITER);
     expect(task.steps[1]).not.toHaveProperty('writer');
     expect(stepViewOf(stepRecords.get(task.steps[0].seq)!)).toEqual(task.steps[0]);
-    expect(doc.tasks[0].steps[0].writer).toEqual(WRITER);
+  });
+
+  it('writes a step writer that is its task\'s as "task", any other whole, and reads "task" back as the task\'s', () => {
+    expect(doc.tasks[0].writer).toEqual(WRITER);
+    expect(doc.tasks[0].steps[0].writer).toBe(TASK_WRITER);
+    expect(doc.tasks[0].steps[1]).not.toHaveProperty('writer');
+    expect(dataFileContent(doc, sha256Hex).tasks[0].steps[0].writer).toEqual(WRITER);
+    const [task] = tasksFromRecords(content.records).values();
+    const other = { ...task.steps[0], writer: { ...WRITER, pid: 4243 } };
+    expect(JSON.parse(stepViewLine(other, true, WRITER)).writer).toEqual(other.writer);
+    expect(JSON.parse(stepViewLine(task.steps[0], true, undefined)).writer).toEqual(WRITER);
+    expect(stepViewLine(task.steps[0], true, WRITER)).toContain(',"writer":"task"}');
+    expect(expandStepView(JSON.parse(stepViewLine(task.steps[0], true, WRITER)), WRITER)).toEqual(task.steps[0]);
   });
 
   it('encodes an empty chain, no tasks and a task without steps as valid JSON', () => {

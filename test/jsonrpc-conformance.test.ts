@@ -1,4 +1,7 @@
 import { readFileSync } from 'node:fs';
+import { dataFileContent } from '../protocol/data-file-v2.js';
+import type { DataFileV2 } from '../protocol/data-file.js';
+import { sha256Hex } from '../node/sha256.js';
 import { describe, expect, it } from 'vitest';
 import { canonicalize } from '../protocol/canonical.js';
 import { ErrorCodes } from '../protocol/errors.js';
@@ -230,7 +233,8 @@ describe('WebSocket message size cap', () => {
     fresh.close();
 
     expect(await daemon.stop()).toEqual({ code: 0, signal: null });
-    const file = JSON.parse(readFileSync(daemon.dataFile, 'utf8'));
-    expect(file.tasks).toEqual(before.tasks);
+    // The file's tasks are the answer's (a step's writer that is its task's reads "task" there).
+    const file = JSON.parse(readFileSync(daemon.dataFile, 'utf8')) as DataFileV2;
+    expect(dataFileContent(file, sha256Hex).tasks).toEqual(before.tasks);
   });
 });

@@ -7,7 +7,7 @@ import { dataFileV2Lines, DOCUMENT_END_LINE, entryLine, headerLine, stepViewLine
 import { readJournalRecords } from '../node/journal-files.js';
 import { sha256Hex } from '../node/sha256.js';
 import { verifyDataFileOnDisk } from '../node/verify-files.js';
-import { ChainFixture, variedChain } from './chain-fixture.js';
+import { ChainFixture, variedChain, WRITER } from './chain-fixture.js';
 import { tempDir } from './processes.js';
 import { PYTHON_TEST_DIR, lastJsonLine, runPython } from './python/run-python.js';
 
@@ -38,7 +38,7 @@ function canonicalText(doc: DataFileV2): string {
   lines.push(TASKS_SECTION_LINE);
   doc.tasks.forEach((task, t) => {
     lines.push(taskHeadLine(task, t === 0));
-    task.steps.forEach((step, i) => lines.push(stepViewLine(step, i === 0)));
+    task.steps.forEach((step, i) => lines.push(stepViewLine(step, i === 0, task.writer)));
     lines.push(TASK_END_LINE);
   });
   lines.push(DOCUMENT_END_LINE);
@@ -104,6 +104,13 @@ describe('verifying taskhistory/2 files', () => {
   it('a v1 document of the same records still verifies', async () => {
     const v1 = { format: DATA_FILE_FORMAT_V1, machine_id: 'm-1', tasks: content.tasks, count: content.tasks.length, max_tasks: 10, head: content.head, chain: { anchor: content.anchor, stubs: content.stubs, records: content.records } };
     await expectVerdict(JSON.stringify(v1), OK);
+  });
+
+  it('a step view naming its task\'s writer ("task") verifies; a changed task writer, or "task" where the step had none, is changed content', async () => {
+    expect((JSON.parse(intact) as DataFileV2).tasks[0].steps[0].writer).toBe('task');
+    await expectVerdict(tampered((doc) => (doc.tasks[0].writer!.pid += 1)), bad('changed content', taskA().seq));
+    await expectVerdict(tampered((doc) => ((doc.tasks[0].steps[1] as { writer?: unknown }).writer = 'task')), bad('changed content', stepSeq(1)));
+    await expectVerdict(tampered((doc) => (doc.tasks[0].steps[0].writer = { ...WRITER, pid: WRITER.pid + 1 })), bad('changed content', stepSeq(0)));
   });
 
   it('an edited output in a step view is changed content at that step', async () => {

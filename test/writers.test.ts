@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, cpSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventParams, StatusResult } from '../protocol/methods.js';
@@ -362,6 +362,17 @@ describe('the cloud keeps the writer', () => {
     await daemon.stop();
     process.kill(cloud.pid, 'SIGTERM');
     await cloud.exited;
+
+    // On disk the step names its task's writer as "task"; read back, it is the writer again.
+    const file = JSON.parse(readFileSync(daemon.dataFile, 'utf8')) as { tasks: { writer: unknown; steps: { writer: unknown }[] }[] };
+    expect(file.tasks[0].writer).toEqual(local.writer);
+    expect(file.tasks[0].steps[0].writer).toBe('task');
+    const again = await startDaemon({ dataDir: daemon.dataDir });
+    const rawAgain = await openRawSocket(again.socketPath);
+    expect(await rawAgain.call('get_task', { task_id: taskId })).toEqual(local);
+    expect((await rawAgain.call('verify', {})).ok).toBe(true);
+    rawAgain.close();
+    await again.stop();
   });
 });
 

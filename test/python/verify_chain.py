@@ -320,6 +320,8 @@ def seq_of(value: Any) -> Optional[int]:
 
 # taskhistory/2
 
+# A step view's "writer" when the step's writer is its task's.
+TASK_WRITER = "task"
 STEP_VIEW_KEYS = frozenset(("step", "command", "status", "timestamp") + LARGE_FIELDS + ("started_at", "duration_ms", "exit_code", "writer", "seq"))
 
 
@@ -452,6 +454,9 @@ class V2File:
                 if not isinstance(seq, int) or isinstance(seq, bool):
                     self.problems.add("changed content", None, "a step view without a valid seq")
                     continue
+                if view.get("writer") == TASK_WRITER and isinstance(task.get("writer"), dict):
+                    # The step's writer is its task's (checked with the task's head).
+                    view = dict(view, writer=task["writer"])
                 problem = self.step_problem(view, seq, task_id, last_seq)
                 if problem:
                     self.problems.add("changed content", seq, "the step view of seq %d: %s" % (seq, problem))
