@@ -101,7 +101,7 @@ export interface DaemonOptions {
 }
 
 /** The node flags of a script's `#!/usr/bin/env -S node ...` line: the bench runs it as its installed command runs. */
-function shebangNodeFlags(script: string): string[] {
+export function shebangNodeFlags(script: string): string[] {
   const firstLine = readFileSync(script, 'utf8').split('\n', 1)[0];
   const flags = /^#!\/usr\/bin\/env -S node (.+)$/.exec(firstLine)?.[1];
   return flags ? flags.trim().split(/\s+/) : [];

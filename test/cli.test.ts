@@ -16,7 +16,7 @@ describe('installed commands', () => {
     expect(Object.keys(bin).sort()).toEqual(['taskhistory', 'taskhistory-cloud', 'taskhistoryd']);
     for (const path of Object.values(bin)) {
       expect(() => accessSync(join(REPO, path), constants.X_OK), path).not.toThrow();
-      // `env -S` passes node's own flags (the daemon's young generation size) from the `#!` line.
+      // `env -S` passes node's own flags (the daemon's and the CLI's young generation size) from the `#!` line.
       expect(readFileSync(join(REPO, path), 'utf8'), path).toMatch(/^#!\/usr\/bin\/env (node|-S node( --[a-z-]+=\d+)+)\n/);
     }
   });

@@ -3,7 +3,7 @@ import { closeSync, openSync, readFileSync, statSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { logLongTasks, type LongTasksResult } from '../load-client.js';
 import type { Row } from '../report.js';
-import { DIST, daemonArgs, peakRssMB, spawnServer, waitServing, type ServerProcess } from '../servers.js';
+import { DIST, daemonArgs, peakRssMB, shebangNodeFlags, spawnServer, waitServing, type ServerProcess } from '../servers.js';
 import { median, nowMs } from '../stats.js';
 import { STANDARD_OUTPUT_BYTES } from '../workload.js';
 import { dataDirMB } from './daemon-state.js';
@@ -138,7 +138,7 @@ async function measureExport(context: BenchContext, daemon: ServerProcess, socke
   const outFile = join(context.freshDir('export'), 'export.json');
   const out = openSync(outFile, 'w');
   const startedAt = nowMs();
-  const cli = spawn(process.execPath, [CLI_BIN, '--socket', socketPath, 'export'], { stdio: ['ignore', out, 'pipe'] });
+  const cli = spawn(process.execPath, [...shebangNodeFlags(CLI_BIN), CLI_BIN, '--socket', socketPath, 'export'], { stdio: ['ignore', out, 'pipe'] });
   closeSync(out);
   let stderr = '';
   cli.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
