@@ -6,14 +6,13 @@ import type { TaskEntry, TaskSource } from './task-source.js';
 const HEAD_OVERHEAD_BYTES = 256;
 
 class StoredTaskEntry implements TaskEntry {
-  private readonly writerBytes: number;
+  /** Measured once, when a page first sizes this task's steps. */
+  private writerBytes: number | undefined;
 
   constructor(
     private readonly chain: ChainState,
     private readonly task: TaskMeta,
-  ) {
-    this.writerBytes = task.writer ? Buffer.byteLength(JSON.stringify(task.writer)) : 0;
-  }
+  ) {}
 
   get task_id(): string {
     return this.task.task_id;
@@ -49,6 +48,7 @@ class StoredTaskEntry implements TaskEntry {
    * estimate), plus the task's writer, which a step view line may name as TASK_WRITER.
    */
   stepBytes(index: number): number {
+    this.writerBytes ??= this.task.writer ? Buffer.byteLength(JSON.stringify(this.task.writer)) : 0;
     return this.chain.index.lengthOf(this.task.stepSeqs[index]) + this.writerBytes;
   }
 
