@@ -1,3 +1,5 @@
+import type { SharedHashes } from '../node/shared-seq-hashes.js';
+
 /** How a seq's content is stored. */
 export const RecordForm = {
   /** Trimmed away by max_tasks, or not indexed: only its hash is known. */
@@ -29,24 +31,33 @@ export interface RecordLocation {
   task: number;
 }
 
-const INITIAL_CAPACITY = 1024;
+/** Records a chunk of the index holds: the index grows by a chunk, never by copying what it holds. */
+const CHUNK_RECORDS = 1 << 16;
 const HASH_BYTES = 32;
+
+/** The index's columns for CHUNK_RECORDS consecutive seqs. Untouched pages of a fresh chunk take no memory. */
+class IndexChunk {
+  /** Shared, so that the verify worker reads them in place (SharedHashes). */
+  readonly hashes = Buffer.from(new SharedArrayBuffer(CHUNK_RECORDS * HASH_BYTES));
+  readonly forms = new Uint8Array(CHUNK_RECORDS);
+  readonly fileIds = new Uint16Array(CHUNK_RECORDS);
+  readonly offsets = new Float64Array(CHUNK_RECORDS);
+  readonly lengths = new Uint32Array(CHUNK_RECORDS);
+  readonly tasks = new Uint32Array(CHUNK_RECORDS);
+  readonly kinds = new Uint8Array(CHUNK_RECORDS);
+}
 
 /**
  * Where every record of the chain is, by seq: its hash (32 bytes) and the file, offset and length
  * of its stored line, in typed arrays: about 50 bytes a record whatever its size, never its content.
- * Covers seqs base+1 .. head; seqs at or below the anchor may be dropped from the front.
+ * Held in chunks of 65,536 seqs, so that growing never holds the old arrays and the new at once.
+ * Covers seqs base+1 .. head; seqs at or below the anchor may be dropped from the front, a chunk at a time.
  */
 export class RecordIndex {
+  /** The seq before the first chunk's first slot. */
   private base: number;
   private count = 0;
-  private hashes = new Uint8Array(INITIAL_CAPACITY * HASH_BYTES);
-  private forms = new Uint8Array(INITIAL_CAPACITY);
-  private fileIds = new Uint16Array(INITIAL_CAPACITY);
-  private offsets = new Float64Array(INITIAL_CAPACITY);
-  private lengths = new Uint32Array(INITIAL_CAPACITY);
-  private tasks = new Uint32Array(INITIAL_CAPACITY);
-  private kinds = new Uint8Array(INITIAL_CAPACITY);
+  private readonly chunks: IndexChunk[] = [];
 
   constructor(baseSeq: number) {
     this.base = baseSeq;
@@ -59,25 +70,43 @@ export class RecordIndex {
   /** Appends the next seq. */
   push(seq: number, hash: string, kind: RecordKindValue, location: RecordLocation): void {
     if (seq !== this.lastSeq + 1) throw new Error(`record index: seq ${seq} does not follow ${this.lastSeq}`);
-    if (this.count === this.forms.length) this.grow();
     const i = this.count++;
-    this.hashes.set(Buffer.from(hash, 'hex'), i * HASH_BYTES);
-    this.kinds[i] = kind;
-    this.setLocation(seq, location, i);
+    if (i % CHUNK_RECORDS === 0) this.chunks.push(new IndexChunk());
+    const chunk = this.chunks[this.chunks.length - 1];
+    const slot = i % CHUNK_RECORDS;
+    chunk.hashes.write(hash, slot * HASH_BYTES, HASH_BYTES, 'hex');
+    chunk.kinds[slot] = kind;
+    this.setLocation(seq, location);
   }
 
   kindOf(seq: number): RecordKindValue {
-    return this.kinds[this.slot(seq)] as RecordKindValue;
+    const chunk = this.chunkOf(seq);
+    const slot = this.slotOf(seq);
+    return chunk.kinds[slot] as RecordKindValue;
   }
 
   setKind(seq: number, kind: RecordKindValue): void {
-    this.kinds[this.slot(seq)] = kind;
+    const chunk = this.chunkOf(seq);
+    const slot = this.slotOf(seq);
+    chunk.kinds[slot] = kind;
   }
 
   /** The forms of seqs from..to as they are now (a checkpoint's view, while trimming goes on). */
   formsOf(from: number, to: number): Uint8Array {
-    if (to < from) return new Uint8Array(0);
-    return this.forms.slice(this.slot(from), this.slot(to) + 1);
+    const forms = new Uint8Array(Math.max(0, to - from + 1));
+    for (let seq = from; seq <= to; ) {
+      const chunk = this.chunkOf(seq);
+    const slot = this.slotOf(seq);
+      const take = Math.min(CHUNK_RECORDS - slot, to - seq + 1);
+      forms.set(chunk.forms.subarray(slot, slot + take), seq - from);
+      seq += take;
+    }
+    return forms;
+  }
+
+  /** The hashes of every seq held, shared in place: a verify worker reads them instead of keeping its own. */
+  sharedHashes(): SharedHashes {
+    return { firstSeq: this.base + 1, lastSeq: this.lastSeq, chunkRecords: CHUNK_RECORDS, chunks: this.chunks.map((chunk) => chunk.hashes.buffer as SharedArrayBuffer) };
   }
 
   has(seq: number): boolean {
@@ -86,34 +115,44 @@ export class RecordIndex {
 
   hashAt(seq: number): string | undefined {
     if (!this.has(seq)) return undefined;
-    const i = seq - this.base - 1;
-    return Buffer.from(this.hashes.buffer, this.hashes.byteOffset + i * HASH_BYTES, HASH_BYTES).toString('hex');
+    const chunk = this.chunkOf(seq);
+    const slot = this.slotOf(seq);
+    return chunk.hashes.toString('hex', slot * HASH_BYTES, (slot + 1) * HASH_BYTES);
   }
 
   location(seq: number): RecordLocation {
-    const i = this.slot(seq);
-    return { form: this.forms[i] as RecordFormValue, fileId: this.fileIds[i], offset: this.offsets[i], length: this.lengths[i], task: this.tasks[i] };
+    const chunk = this.chunkOf(seq);
+    const slot = this.slotOf(seq);
+    return { form: chunk.forms[slot] as RecordFormValue, fileId: chunk.fileIds[slot], offset: chunk.offsets[slot], length: chunk.lengths[slot], task: chunk.tasks[slot] };
   }
 
   form(seq: number): RecordFormValue {
-    return this.forms[this.slot(seq)] as RecordFormValue;
+    const chunk = this.chunkOf(seq);
+    const slot = this.slotOf(seq);
+    return chunk.forms[slot] as RecordFormValue;
   }
 
   taskOf(seq: number): number {
-    return this.tasks[this.slot(seq)];
+    const chunk = this.chunkOf(seq);
+    const slot = this.slotOf(seq);
+    return chunk.tasks[slot];
   }
 
   /** Stored bytes of a seq's line. */
   lengthOf(seq: number): number {
-    return this.lengths[this.slot(seq)];
+    const chunk = this.chunkOf(seq);
+    const slot = this.slotOf(seq);
+    return chunk.lengths[slot];
   }
 
-  setLocation(seq: number, location: RecordLocation, i = this.slot(seq)): void {
-    this.forms[i] = location.form;
-    this.fileIds[i] = location.fileId;
-    this.offsets[i] = location.offset;
-    this.lengths[i] = location.length;
-    this.tasks[i] = location.task;
+  setLocation(seq: number, location: RecordLocation): void {
+    const chunk = this.chunkOf(seq);
+    const slot = this.slotOf(seq);
+    chunk.forms[slot] = location.form;
+    chunk.fileIds[slot] = location.fileId;
+    chunk.offsets[slot] = location.offset;
+    chunk.lengths[slot] = location.length;
+    chunk.tasks[slot] = location.task;
   }
 
   /**
@@ -121,38 +160,27 @@ export class RecordIndex {
    * (its file stays open until that checkpoint is in place).
    */
   makeStub(seq: number): void {
-    this.forms[this.slot(seq)] = RecordForm.stub;
+    const chunk = this.chunkOf(seq);
+    const slot = this.slotOf(seq);
+    chunk.forms[slot] = RecordForm.stub;
   }
 
-  /** Forgets seqs up to `seq` (folded into the anchor), when that frees at least half the arrays. */
+  /** Forgets the whole chunks of seqs up to `seq` (folded into the anchor); the last chunk stays. */
   dropThrough(seq: number): void {
-    const drop = Math.min(seq - this.base, this.count);
-    if (drop < INITIAL_CAPACITY || drop * 2 < this.count) return;
-    const keep = this.count - drop;
-    this.hashes.copyWithin(0, drop * HASH_BYTES, this.count * HASH_BYTES);
-    for (const array of [this.forms, this.fileIds, this.offsets, this.lengths, this.tasks, this.kinds]) array.copyWithin(0, drop, this.count);
-    this.base += drop;
-    this.count = keep;
+    while (this.chunks.length > 1 && seq - this.base >= CHUNK_RECORDS) {
+      this.chunks.shift();
+      this.base += CHUNK_RECORDS;
+      this.count -= CHUNK_RECORDS;
+    }
   }
 
-  private slot(seq: number): number {
+  private chunkOf(seq: number): IndexChunk {
     if (!this.has(seq)) throw new Error(`record index: seq ${seq} is outside ${this.base + 1}..${this.lastSeq}`);
-    return seq - this.base - 1;
+    return this.chunks[Math.floor((seq - this.base - 1) / CHUNK_RECORDS)];
   }
 
-  private grow(): void {
-    const capacity = this.forms.length * 2;
-    const grown = <T extends Uint8Array | Uint16Array | Uint32Array | Float64Array>(array: T, size: number): T => {
-      const next = new (array.constructor as new (n: number) => T)(size);
-      next.set(array);
-      return next;
-    };
-    this.hashes = grown(this.hashes, capacity * HASH_BYTES);
-    this.forms = grown(this.forms, capacity);
-    this.fileIds = grown(this.fileIds, capacity);
-    this.offsets = grown(this.offsets, capacity);
-    this.lengths = grown(this.lengths, capacity);
-    this.tasks = grown(this.tasks, capacity);
-    this.kinds = grown(this.kinds, capacity);
+  /** A seq's slot in its chunk (chunkOf has checked that the index holds it). */
+  private slotOf(seq: number): number {
+    return (seq - this.base - 1) % CHUNK_RECORDS;
   }
 }

@@ -395,9 +395,12 @@ export class TaskStore implements Lifecycle {
     return this.checkpointer.checkpoint(force);
   }
 
-  /** Verifies what is on disk: the checkpoint and the journal (on a worker thread: it reads the whole log). */
+  /**
+   * Verifies what is on disk: the checkpoint and the journal, on a worker thread (it reads the
+   * whole log), which checks the file's hashes against the index's and keeps no copy of them.
+   */
   verifyOnDisk() {
-    return this.checkpointer.withDiskLock(() => verifyDataFileInWorker(this.options.dataFile));
+    return this.checkpointer.withDiskLock(() => verifyDataFileInWorker(this.options.dataFile, this.state.index.sharedHashes()));
   }
 
   /** Refuses new records, waits for the ones in flight. */

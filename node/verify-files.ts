@@ -1,7 +1,7 @@
 import { closeSync, constants, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { acceptJournalRecord, ChainBreak, parseDataFile, reportFrom, verifyDataFile, type ChainWalker, type VerifyReport } from '../protocol/chain-verify.js';
-import { DataFileV2Verifier } from '../protocol/data-file-v2-verify.js';
+import { DataFileV2Verifier, type SeqHashes } from '../protocol/data-file-v2-verify.js';
 import type { ChainPoint, ChainRecord } from '../protocol/records.js';
 import { fileIdentity, NotARegularFile, openRegularFileSync } from './durable-files.js';
 import { OtherLayout, walkDataFileV2 } from './data-file-lines.js';
@@ -18,10 +18,12 @@ const SNAPSHOT_ATTEMPTS = 10;
  * v2 document in another layout is parsed whole. A torn final journal line is a write that was
  * never acknowledged and is not counted as damage.
  *
+ * `hashesFrom` is where the v2 verifier keeps the entries' hashes (its own arrays unless given).
+ *
  * The data file and the journal are read as one consistent whole: the file must be the same
  * (inode, size, mtime) after the journal was read, and no segment may vanish meanwhile.
  */
-export function verifyDataFileOnDisk(dataFile: string): VerifyReport {
+export function verifyDataFileOnDisk(dataFile: string, hashesFrom?: (firstSeq: number) => SeqHashes): VerifyReport {
   return reportFrom(() => {
     for (let attempt = 1; ; attempt++) {
       const last = attempt >= SNAPSHOT_ATTEMPTS;
@@ -30,7 +32,7 @@ export function verifyDataFileOnDisk(dataFile: string): VerifyReport {
       let streamed: { walker: ChainWalker; checked: number } | null;
       let text: string | null = null;
       try {
-        streamed = streamDataFileV2(fd);
+        streamed = streamDataFileV2(fd, hashesFrom);
         if (!streamed) text = readFileSync(fd, 'utf8');
       } finally {
         closeSync(fd);
@@ -66,8 +68,8 @@ function continueWithJournal(dataFile: string, { walker, checked }: { walker: Ch
  * Feeds a v2 file in the daemon's layout line by line to the verifier core. Returns null when the
  * file is in any other layout (or is v1); ChainBreak for what the core finds.
  */
-function streamDataFileV2(fd: number): { walker: ChainWalker; checked: number } | null {
-  const verifier = new DataFileV2Verifier(sha256Hex);
+function streamDataFileV2(fd: number, hashesFrom?: (firstSeq: number) => SeqHashes): { walker: ChainWalker; checked: number } | null {
+  const verifier = new DataFileV2Verifier(sha256Hex, hashesFrom);
   let header;
   try {
     header = walkDataFileV2(fd, {

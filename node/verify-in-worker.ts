@@ -1,5 +1,6 @@
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type { VerifyReport } from '../protocol/chain-verify.js';
+import { SharedSeqHashes, type SharedHashes } from './shared-seq-hashes.js';
 import { verifyDataFileOnDisk } from './verify-files.js';
 
 /**
@@ -7,18 +8,24 @@ import { verifyDataFileOnDisk } from './verify-files.js';
  * large one, and the daemon's event loop must keep serving (and pinging the watchdog) meanwhile.
  * Calls take turns; each gets a fresh worker, ended once it reported: a worker kept idle would
  * hold its heap (tens of MB after a large log) for good. Its young generation is kept small, as
- * the daemon's own is.
+ * the daemon's own is, and it reads the record hashes the daemon already holds (`hashes`) instead
+ * of keeping its own copy.
  */
 const WORKER_YOUNG_GENERATION_MB = 12;
 let turn: Promise<unknown> = Promise.resolve();
 
-export function verifyDataFileInWorker(dataFile: string): Promise<VerifyReport> {
-  const run = turn.then(() => askWorker(dataFile));
+interface VerifyRequest {
+  dataFile: string;
+  hashes?: SharedHashes;
+}
+
+export function verifyDataFileInWorker(dataFile: string, hashes?: SharedHashes): Promise<VerifyReport> {
+  const run = turn.then(() => askWorker({ dataFile, ...(hashes && { hashes }) }));
   turn = run.catch(() => undefined);
   return run;
 }
 
-function askWorker(dataFile: string): Promise<VerifyReport> {
+function askWorker(request: VerifyRequest): Promise<VerifyReport> {
   const worker = new Worker(new URL(import.meta.url), { workerData: { role: 'verifier' }, resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } });
   worker.unref(); // a verification never keeps the daemon alive
   return new Promise((resolve, reject) => {
@@ -34,11 +41,13 @@ function askWorker(dataFile: string): Promise<VerifyReport> {
     const onError = (error: Error) => settle(() => reject(error));
     const onExit = (code: number) => settle(() => reject(new Error(`the verify worker exited with code ${code} before reporting`)));
     worker.on('message', onMessage).on('error', onError).on('exit', onExit);
-    worker.postMessage(dataFile);
+    worker.postMessage(request);
   });
 }
 
 if (!isMainThread && parentPort && (workerData as { role?: unknown } | null)?.role === 'verifier') {
   const port = parentPort;
-  port.on('message', (dataFile: string) => port.postMessage(verifyDataFileOnDisk(dataFile)));
+  port.on('message', ({ dataFile, hashes }: VerifyRequest) =>
+    port.postMessage(verifyDataFileOnDisk(dataFile, hashes && ((firstSeq) => new SharedSeqHashes(hashes, firstSeq)))),
+  );
 }

@@ -10,7 +10,8 @@ import { applyRecordToTasks, type StepView, type TaskView } from './task-view.js
  * in file order: header, chain entries, then per task its head and its step views, then end().
  * The same core serves a parsed document and a file streamed line by line.
  *
- * Memory: per seq of anchor+1..head one hash (32 bytes) and one kind byte in typed arrays; per kept
+ * Memory: per seq of anchor+1..head one hash (32 bytes, unless the caller holds them: SeqHashes)
+ * and one kind byte in typed arrays; per kept
  * task its id, a digest of its head and its completion; the few full `step_logged` entries (those
  * with `elided`, no large fields) until their view arrives. No record or view is kept otherwise.
  *
@@ -41,12 +42,43 @@ interface CurrentTask {
   writer: Writer | undefined;
 }
 
+/**
+ * The hash each chain entry gives its seq, for the intact part of the chain. OwnSeqHashes keeps
+ * them; a daemon verifying its own file passes the hashes its index already holds, so that only
+ * the file's hashes that differ from those need keeping.
+ */
+export interface SeqHashes {
+  put(seq: number, hash: string): void;
+  get(seq: number): string;
+}
+
+/** The hashes of seqs from `firstSeq` on, as bytes in a typed array that doubles as it fills. */
+export class OwnSeqHashes implements SeqHashes {
+  private bytes = new Uint8Array(32 * 64);
+
+  constructor(private readonly firstSeq: number) {}
+
+  put(seq: number, hash: string): void {
+    const at = (seq - this.firstSeq) * 32;
+    while (at >= this.bytes.length) {
+      const grown = new Uint8Array(this.bytes.length * 2);
+      grown.set(this.bytes);
+      this.bytes = grown;
+    }
+    writeHex(this.bytes, at, hash);
+  }
+
+  get(seq: number): string {
+    return readHex(this.bytes, (seq - this.firstSeq) * 32);
+  }
+}
+
 export class DataFileV2Verifier {
   checked = 0;
   private header: DataFileV2Header | null = null;
   private walker!: ChainWalker;
-  /** Hash bytes and kind of seq anchor+1+i at index i, for the intact part of the chain. */
-  private hashes = new Uint8Array(32 * 64);
+  private hashes!: SeqHashes;
+  /** Kind of seq anchor+1+i at index i, for the intact part of the chain. */
   private kinds = new Uint8Array(64);
   private entries = 0;
   /** The seq the chain section's first gap or misplacement is at; entries from it on are not indexed. */
@@ -61,7 +93,11 @@ export class DataFileV2Verifier {
   private currentTask: CurrentTask | null = null;
   private candidate: ChainBreak | null = null;
 
-  constructor(private readonly sha256Hex: Sha256Hex) {}
+  constructor(
+    private readonly sha256Hex: Sha256Hex,
+    /** Where the entries' hashes go, given the first seq after the anchor. */
+    private readonly hashesFrom: (firstSeq: number) => SeqHashes = (firstSeq) => new OwnSeqHashes(firstSeq),
+  ) {}
 
   acceptHeader(header: DataFileV2Header): void {
     const { anchor } = header;
@@ -70,6 +106,7 @@ export class DataFileV2Verifier {
     }
     this.header = header;
     this.walker = new ChainWalker({ ...anchor }, this.sha256Hex);
+    this.hashes = this.hashesFrom(anchor.seq + 1);
   }
 
   acceptEntry(entry: ChainEntry): void {
@@ -251,17 +288,14 @@ export class DataFileV2Verifier {
       const kinds = new Uint8Array(this.kinds.length * 2);
       kinds.set(this.kinds);
       this.kinds = kinds;
-      const hashes = new Uint8Array(this.hashes.length * 2);
-      hashes.set(this.hashes);
-      this.hashes = hashes;
     }
     this.kinds[i] = kind;
-    if (HEX64.test(hash)) writeHex(this.hashes, i * 32, hash);
+    if (HEX64.test(hash)) this.hashes.put(this.anchor.seq + 1 + i, hash);
   }
 
   private hashAt(seq: number): string {
     if (seq === this.anchor.seq) return this.anchor.hash;
-    return readHex(this.hashes, (seq - this.anchor.seq - 1) * 32);
+    return this.hashes.get(seq);
   }
 }
 

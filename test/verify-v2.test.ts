@@ -4,7 +4,10 @@ import { describe, expect, it } from 'vitest';
 import { parseDataFile, reportFrom, verifyDataFile, type VerifyReason } from '../protocol/chain-verify.js';
 import { DATA_FILE_FORMAT_V1, DATA_FILE_NAME, journalLine, journalSegmentName, type DataFileV2 } from '../protocol/data-file.js';
 import { dataFileV2Lines, DOCUMENT_END_LINE, entryLine, headerLine, stepViewLine, TASK_END_LINE, taskHeadLine, TASKS_SECTION_LINE } from '../protocol/data-file-v2.js';
+import type { SeqHashes } from '../protocol/data-file-v2-verify.js';
+import type { ChainRecord } from '../protocol/records.js';
 import { readJournalRecords } from '../node/journal-files.js';
+import { SharedSeqHashes } from '../node/shared-seq-hashes.js';
 import { sha256Hex } from '../node/sha256.js';
 import { verifyDataFileOnDisk } from '../node/verify-files.js';
 import { ChainFixture, variedChain, WRITER } from './chain-fixture.js';
@@ -13,9 +16,10 @@ import { PYTHON_TEST_DIR, lastJsonLine, runPython } from './python/run-python.js
 
 /**
  * taskhistory/2 files, intact and tampered, through the three verifiers: the TS streaming one
- * (verifyDataFileOnDisk on the daemon's line layout), the TS doc verifier (parseDataFile +
- * verifyDataFile on the whole text) and the independent Python one. They must agree on the
- * verdict, the reason and the first bad seq.
+ * (verifyDataFileOnDisk on the daemon's line layout, also as the daemon's worker runs it, with the
+ * hashes the daemon read from the intact file), the TS doc verifier (parseDataFile + verifyDataFile
+ * on the whole text) and the independent Python one. They must agree on the verdict, the reason
+ * and the first bad seq.
  */
 
 interface Verdict {
@@ -60,20 +64,40 @@ function dataDirWith(text: string, journalRecords = journal): string {
   return join(dir, DATA_FILE_NAME);
 }
 
-async function allVerdicts(text: string, journalRecords = journal): Promise<{ streamed: Verdict; doc: Verdict; python: Verdict }> {
+/**
+ * The hashes a daemon holds after reading the intact file, as its index shares them with the verify
+ * worker: from a few seqs after the anchor on (the seqs before were dropped from its index since,
+ * so the verifier keeps those itself), in chunks of 3 seqs.
+ */
+function daemonHashes(records: ChainRecord[], from: number): (firstSeq: number) => SeqHashes {
+  const chunkRecords = 3;
+  const covered = records.filter((record) => record.seq >= from);
+  const chunks: SharedArrayBuffer[] = [];
+  covered.forEach((record, i) => {
+    if (i % chunkRecords === 0) chunks.push(new SharedArrayBuffer(chunkRecords * 32));
+    Buffer.from(chunks[chunks.length - 1]).write(record.hash, (i % chunkRecords) * 32, 'hex');
+  });
+  const shared = { firstSeq: from, lastSeq: covered[covered.length - 1].seq, chunkRecords, chunks };
+  return (firstSeq) => new SharedSeqHashes(shared, firstSeq);
+}
+const intactHashes = daemonHashes(fixture.records, content.anchor.seq + 3);
+
+const verdict = (r: { ok: boolean; reason: VerifyReason | null; first_bad_seq: number | null }): Verdict => ({ ok: r.ok, reason: r.reason, first_bad_seq: r.first_bad_seq });
+
+async function allVerdicts(text: string, journalRecords = journal, hashes = intactHashes): Promise<{ streamed: Verdict; shared: Verdict; doc: Verdict; python: Verdict }> {
   const file = dataDirWith(text, journalRecords);
-  const verdict = (r: { ok: boolean; reason: VerifyReason | null; first_bad_seq: number | null }): Verdict => ({ ok: r.ok, reason: r.reason, first_bad_seq: r.first_bad_seq });
   const streamed = verdict(verifyDataFileOnDisk(file));
+  const shared = verdict(verifyDataFileOnDisk(file, hashes));
   const doc = verdict(reportFrom(() => verifyDataFile(parseDataFile(text), sha256Hex, readJournalRecords(join(file, '..')))));
   const run = await runPython([join(PYTHON_TEST_DIR, 'verify_chain.py'), file], []);
   expect(run.stderr).toBe('');
   const python = verdict(lastJsonLine(run));
-  return { streamed, doc, python };
+  return { streamed, shared, doc, python };
 }
 
-async function expectVerdict(text: string, want: Verdict, journalRecords = journal): Promise<void> {
-  const verdicts = await allVerdicts(text, journalRecords);
-  expect(verdicts).toEqual({ streamed: want, doc: want, python: want });
+async function expectVerdict(text: string, want: Verdict, journalRecords = journal, hashes = intactHashes): Promise<void> {
+  const verdicts = await allVerdicts(text, journalRecords, hashes);
+  expect(verdicts).toEqual({ streamed: want, shared: want, doc: want, python: want });
 }
 
 const OK: Verdict = { ok: true, reason: null, first_bad_seq: null };
@@ -186,13 +210,14 @@ describe('verifying taskhistory/2 files', () => {
     big.complete('t-big');
     const text = [...dataFileV2Lines(big.content())].join('');
     expect(text.length).toBeGreaterThan(20 * 1024 * 1024);
-    await expectVerdict(text, OK, []);
+    const bigHashes = daemonHashes(big.records, 1);
+    await expectVerdict(text, OK, [], bigHashes);
     const doc = JSON.parse(text) as DataFileV2;
     doc.tasks[0].steps[299].output = doc.tasks[0].steps[299].output!.replace('o', '0');
-    await expectVerdict(canonicalText(doc), bad('changed content', doc.tasks[0].steps[299].seq), []);
+    await expectVerdict(canonicalText(doc), bad('changed content', doc.tasks[0].steps[299].seq), [], bigHashes);
   });
 
-  it('every single-character change gets the same verdict from all three verifiers, and one in "tasks" is caught', async () => {
+  it('every single-character change gets the same verdict from all three verifiers (the streaming one with and without the daemon\'s hashes), and one in "tasks" is caught', async () => {
     const tasksStart = intact.indexOf(TASKS_SECTION_LINE);
     const elidedLine = intact.split('\n').find((l) => l.includes(`{"seq":${elidedSeq},`))!;
     const elidedOutput = intact.indexOf(elidedLine) + elidedLine.indexOf('"output"');
@@ -207,6 +232,7 @@ describe('verifying taskhistory/2 files', () => {
       const streamed = verifyDataFileOnDisk(file);
       const whole = reportFrom(() => verifyDataFile(parseDataFile(changed), sha256Hex));
       expect({ at: i, ok: streamed.ok, reason: streamed.reason, seq: streamed.first_bad_seq }).toEqual({ at: i, ok: whole.ok, reason: whole.reason, seq: whole.first_bad_seq });
+      expect({ at: i, ...verdict(verifyDataFileOnDisk(file, intactHashes)) }).toEqual({ at: i, ...verdict(streamed) });
       files.push(file);
       verdicts.push({ at: `${i}: ${changed.slice(Math.max(0, i - 20), i + 20)}`, ok: streamed.ok, reason: streamed.reason, first_bad_seq: streamed.first_bad_seq });
       // an elided output's text is not covered by its digest (as in v1)
