@@ -4,6 +4,7 @@ import { GENESIS_HASH, type ChainPoint, type ChainRecord, type StepLoggedRecord,
 import { applyRecordToTasks, tasksToTrim, type StepView, type TaskView } from '../protocol/task-view.js';
 import { sha256Hex } from '../node/sha256.js';
 import type { ContentCache } from './content-cache.js';
+import type { HashSpill } from './hash-spill.js';
 import type { RecordFiles } from './record-files.js';
 import { RecordForm, RecordIndex, RecordKind, recordKindOf, type RecordFormValue } from './record-index.js';
 
@@ -50,7 +51,7 @@ export class RecordDamaged extends Error {
 export class ChainState {
   anchor: ChainPoint = { seq: 0, hash: GENESIS_HASH };
   head: ChainPoint = { seq: 0, hash: GENESIS_HASH };
-  index = new RecordIndex(0);
+  index: RecordIndex;
   readonly tasks = new Map<string, TaskMeta>();
   private readonly byOrdinal = new Map<number, TaskMeta>();
   private nextOrdinal = 1;
@@ -62,7 +63,11 @@ export class ChainState {
   constructor(
     readonly files: RecordFiles,
     private readonly cache: ContentCache,
-  ) {}
+    /** Where the index puts the hashes of its older chunks; none: all in memory. */
+    private readonly spill: HashSpill | null = null,
+  ) {
+    this.index = new RecordIndex(0, spill);
+  }
 
   /** Forgets everything (a data file half indexed, before it is read another way). */
   clear(): void {
@@ -78,7 +83,8 @@ export class ChainState {
   startAfter(anchor: ChainPoint): void {
     this.anchor = { ...anchor };
     this.head = { ...anchor };
-    this.index = new RecordIndex(anchor.seq);
+    this.index.release();
+    this.index = new RecordIndex(anchor.seq, this.spill);
   }
 
   /** Appends a durable record stored whole at `place` (`line`: its text, for the cache). */

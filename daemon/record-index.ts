@@ -1,4 +1,6 @@
 import type { SharedHashes } from '../node/shared-seq-hashes.js';
+import type { SpilledChunk } from '../node/spilled-hashes.js';
+import type { HashSpill } from './hash-spill.js';
 
 /** How a seq's content is stored. */
 export const RecordForm = {
@@ -32,13 +34,17 @@ export interface RecordLocation {
 }
 
 /** Records a chunk of the index holds: the index grows by a chunk, never by copying what it holds. */
-const CHUNK_RECORDS = 1 << 16;
+export const CHUNK_RECORDS = 1 << 16;
+export const CHUNK_HASH_BYTES = CHUNK_RECORDS * 32;
 const HASH_BYTES = 32;
+/** Chunks whose hashes stay in memory however many there are: the newest, which commits and checkpoints read most. */
+const HOT_CHUNKS = 2;
 
 /** The index's columns for CHUNK_RECORDS consecutive seqs. Untouched pages of a fresh chunk take no memory. */
 class IndexChunk {
-  /** Shared, so that the verify worker reads them in place (SharedHashes). */
-  readonly hashes = Buffer.from(new SharedArrayBuffer(CHUNK_RECORDS * HASH_BYTES));
+  /** Shared, so that the verify worker reads them in place (SharedHashes); null once spilled. */
+  hashes: Buffer | null = Buffer.from(new SharedArrayBuffer(CHUNK_HASH_BYTES));
+  spilled: SpilledChunk | null = null;
   readonly forms = new Uint8Array(CHUNK_RECORDS);
   readonly fileIds = new Uint16Array(CHUNK_RECORDS);
   readonly offsets = new Float64Array(CHUNK_RECORDS);
@@ -49,9 +55,11 @@ class IndexChunk {
 
 /**
  * Where every record of the chain is, by seq: its hash (32 bytes) and the file, offset and length
- * of its stored line, in typed arrays: about 50 bytes a record whatever its size, never its content.
- * Held in chunks of 65,536 seqs, so that growing never holds the old arrays and the new at once.
- * Covers seqs base+1 .. head; seqs at or below the anchor may be dropped from the front, a chunk at a time.
+ * of its stored line, in typed arrays: about 20 bytes a record in memory whatever its size, never
+ * its content. Held in chunks of 65,536 seqs, so that growing never holds the old arrays and the
+ * new at once; the hashes of all but the newest two chunks are spilled to a file (HashSpill) and
+ * read back a block at a time. Covers seqs base+1 .. head; seqs at or below the anchor may be
+ * dropped from the front, a chunk at a time.
  */
 export class RecordIndex {
   /** The seq before the first chunk's first slot. */
@@ -59,7 +67,10 @@ export class RecordIndex {
   private count = 0;
   private readonly chunks: IndexChunk[] = [];
 
-  constructor(baseSeq: number) {
+  constructor(
+    baseSeq: number,
+    private readonly spill: HashSpill | null = null,
+  ) {
     this.base = baseSeq;
   }
 
@@ -71,10 +82,10 @@ export class RecordIndex {
   push(seq: number, hash: string, kind: RecordKindValue, location: RecordLocation): void {
     if (seq !== this.lastSeq + 1) throw new Error(`record index: seq ${seq} does not follow ${this.lastSeq}`);
     const i = this.count++;
-    if (i % CHUNK_RECORDS === 0) this.chunks.push(new IndexChunk());
+    if (i % CHUNK_RECORDS === 0) this.addChunk();
     const chunk = this.chunks[this.chunks.length - 1];
     const slot = i % CHUNK_RECORDS;
-    chunk.hashes.write(hash, slot * HASH_BYTES, HASH_BYTES, 'hex');
+    (chunk.hashes as Buffer).write(hash, slot * HASH_BYTES, HASH_BYTES, 'hex');
     chunk.kinds[slot] = kind;
     this.setLocation(seq, location);
   }
@@ -104,9 +115,14 @@ export class RecordIndex {
     return forms;
   }
 
-  /** The hashes of every seq held, shared in place: a verify worker reads them instead of keeping its own. */
+  /**
+   * The hashes of every seq held, shared in place or where they are spilled: a verify worker reads
+   * them instead of keeping its own. Valid while no chunk is dropped (the disk lock a verification
+   * holds keeps checkpoints, and so compaction, out).
+   */
   sharedHashes(): SharedHashes {
-    return { firstSeq: this.base + 1, lastSeq: this.lastSeq, chunkRecords: CHUNK_RECORDS, chunks: this.chunks.map((chunk) => chunk.hashes.buffer as SharedArrayBuffer) };
+    const chunks = this.chunks.map((chunk) => chunk.spilled ?? ((chunk.hashes as Buffer).buffer as SharedArrayBuffer));
+    return { firstSeq: this.base + 1, lastSeq: this.lastSeq, chunkRecords: CHUNK_RECORDS, chunks };
   }
 
   has(seq: number): boolean {
@@ -117,7 +133,8 @@ export class RecordIndex {
     if (!this.has(seq)) return undefined;
     const chunk = this.chunkOf(seq);
     const slot = this.slotOf(seq);
-    return chunk.hashes.toString('hex', slot * HASH_BYTES, (slot + 1) * HASH_BYTES);
+    if (chunk.spilled) return (this.spill as HashSpill).reader.hashAt(chunk.spilled, slot);
+    return (chunk.hashes as Buffer).toString('hex', slot * HASH_BYTES, (slot + 1) * HASH_BYTES);
   }
 
   location(seq: number): RecordLocation {
@@ -168,10 +185,26 @@ export class RecordIndex {
   /** Forgets the whole chunks of seqs up to `seq` (folded into the anchor); the last chunk stays. */
   dropThrough(seq: number): void {
     while (this.chunks.length > 1 && seq - this.base >= CHUNK_RECORDS) {
-      this.chunks.shift();
+      const dropped = this.chunks.shift() as IndexChunk;
+      if (dropped.spilled) this.spill?.free(dropped.spilled);
       this.base += CHUNK_RECORDS;
       this.count -= CHUNK_RECORDS;
     }
+  }
+
+  /** Gives the spill back every slot this index holds there (the index is replaced). */
+  release(): void {
+    for (const chunk of this.chunks) if (chunk.spilled) this.spill?.free(chunk.spilled);
+    this.chunks.length = 0;
+  }
+
+  /** A new newest chunk; the one that leaves the newest HOT_CHUNKS has its hashes spilled. */
+  private addChunk(): void {
+    this.chunks.push(new IndexChunk());
+    const cooled = this.chunks[this.chunks.length - 1 - HOT_CHUNKS];
+    if (!cooled || !this.spill || cooled.spilled) return;
+    cooled.spilled = this.spill.spill(cooled.hashes as Buffer);
+    if (cooled.spilled) cooled.hashes = null;
   }
 
   private chunkOf(seq: number): IndexChunk {

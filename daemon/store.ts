@@ -14,6 +14,7 @@ import { ChainPointFile } from './chain-point-file.js';
 import { ChainState, type LinePlace, type TaskMeta } from './chain-state.js';
 import { Checkpointer } from './checkpointer.js';
 import { ContentCache } from './content-cache.js';
+import { HashSpill } from './hash-spill.js';
 import { DURABLE_HEAD_FILE } from './data-dir.js';
 import { openDataFile } from './data-file-open.js';
 import { GroupCommit, type CommittedGroup, type JournalAppender } from './group-commit.js';
@@ -21,6 +22,7 @@ import { Journal } from './journal.js';
 import type { Lifecycle } from './lifecycle.js';
 import { newTaskId, type RecordBuilder } from './record-builder.js';
 import { RecordFiles } from './record-files.js';
+import { CHUNK_HASH_BYTES } from './record-index.js';
 
 /** The data on disk cannot be trusted: the daemon must not start (and must not overwrite it). */
 export class StoreDamaged extends Error {
@@ -101,7 +103,7 @@ export class TaskStore implements Lifecycle {
     this.machineId = options.machineId;
     this.maxTasks = options.maxTasks;
     this.builder = options.builder;
-    this.state = new ChainState(this.files, new ContentCache(options.cacheBytes));
+    this.state = new ChainState(this.files, new ContentCache(options.cacheBytes), new HashSpill(options.dataDir, CHUNK_HASH_BYTES));
     this.journal = new Journal(options.dataDir, this.files);
     this.checkpointer = new Checkpointer({
       dataFile: options.dataFile,

@@ -1,15 +1,17 @@
 import { OwnSeqHashes, type SeqHashes } from '../protocol/data-file-v2-verify.js';
+import { SpilledHashReader, type SpilledChunk } from './spilled-hashes.js';
 
 /**
  * A daemon's record hashes for seqs firstSeq..lastSeq, as its index holds them: 32 bytes a seq in
- * chunks of `chunkRecords` seqs, each on a SharedArrayBuffer that a worker thread reads in place.
- * The bytes of a seq are written once, before it is shared, and never change.
+ * chunks of `chunkRecords` seqs, each on a SharedArrayBuffer that a worker thread reads in place,
+ * or spilled to a file descriptor of the process. The bytes of a seq are written once, before it
+ * is shared, and do not change while the verification runs.
  */
 export interface SharedHashes {
   firstSeq: number;
   lastSeq: number;
   chunkRecords: number;
-  chunks: SharedArrayBuffer[];
+  chunks: (SharedArrayBuffer | SpilledChunk)[];
 }
 
 const HASH_BYTES = 32;
@@ -22,7 +24,8 @@ const HASH_BYTES = 32;
  * of the verifier keeping every hash itself.
  */
 export class SharedSeqHashes implements SeqHashes {
-  private readonly chunks: Buffer[];
+  private readonly chunks: (Buffer | SpilledChunk)[];
+  private readonly spilled = new SpilledHashReader();
   private readonly uncovered: OwnSeqHashes;
   private readonly differing = new Map<number, string>();
 
@@ -30,7 +33,7 @@ export class SharedSeqHashes implements SeqHashes {
     private readonly shared: SharedHashes,
     firstSeq: number,
   ) {
-    this.chunks = shared.chunks.map((chunk) => Buffer.from(chunk));
+    this.chunks = shared.chunks.map((chunk) => (chunk instanceof SharedArrayBuffer ? Buffer.from(chunk) : chunk));
     this.uncovered = new OwnSeqHashes(firstSeq);
   }
 
@@ -46,8 +49,10 @@ export class SharedSeqHashes implements SeqHashes {
 
   private sharedHash(seq: number): string {
     const i = seq - this.shared.firstSeq;
-    const at = (i % this.shared.chunkRecords) * HASH_BYTES;
-    return this.chunks[Math.floor(i / this.shared.chunkRecords)].toString('hex', at, at + HASH_BYTES);
+    const chunk = this.chunks[Math.floor(i / this.shared.chunkRecords)];
+    const slot = i % this.shared.chunkRecords;
+    if (!Buffer.isBuffer(chunk)) return this.spilled.hashAt(chunk, slot);
+    return chunk.toString('hex', slot * HASH_BYTES, (slot + 1) * HASH_BYTES);
   }
 
   private covers(seq: number): boolean {

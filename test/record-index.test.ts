@@ -1,17 +1,24 @@
 import { createHash } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { RecordForm, RecordIndex, RecordKind } from '../daemon/record-index.js';
+import { HashSpill } from '../daemon/hash-spill.js';
+import { CHUNK_HASH_BYTES, RecordForm, RecordIndex, RecordKind } from '../daemon/record-index.js';
 import { SharedSeqHashes } from '../node/shared-seq-hashes.js';
+import { tempDir } from './processes.js';
 
 /** Enough seqs for three chunks of the index (65,536 seqs each) and part of a fourth. */
 const SEQS = 200_000;
 const hashOf = (seq: number) => createHash('sha256').update(String(seq)).digest('hex');
 const locationOf = (seq: number) => ({ form: seq % 3 === 0 ? RecordForm.stepViewLine : RecordForm.recordLine, fileId: seq % 7, offset: seq * 1000 + 0.5 * 2 ** 33, length: seq % 5000, task: seq % 11 });
 
-function filledIndex(baseSeq: number): RecordIndex {
-  const index = new RecordIndex(baseSeq);
-  for (let seq = baseSeq + 1; seq <= baseSeq + SEQS; seq++) index.push(seq, hashOf(seq), seq % 2 ? RecordKind.stepLogged : RecordKind.taskCreated, locationOf(seq));
+function filledIndex(baseSeq: number, spill: HashSpill | null = null, seqs = SEQS): RecordIndex {
+  const index = new RecordIndex(baseSeq, spill);
+  for (let seq = baseSeq + 1; seq <= baseSeq + seqs; seq++) index.push(seq, hashOf(seq), seq % 2 ? RecordKind.stepLogged : RecordKind.taskCreated, locationOf(seq));
   return index;
+}
+
+function spillIn(dir: string): HashSpill {
+  return new HashSpill(dir, CHUNK_HASH_BYTES);
 }
 
 describe('the record index', () => {
@@ -44,8 +51,29 @@ describe('the record index', () => {
     expect(index.hashAt(SEQS + 1)).toBe(hashOf(SEQS + 1));
   });
 
-  it('shares its hashes in place: the verifier reads them and keeps only those it is told differ', () => {
-    const index = filledIndex(0);
+  it('spills the hashes of all but its newest two chunks to an unlinked file, reads them back, and reuses the slots of dropped chunks', () => {
+    const dir = tempDir('taskhistory-index-');
+    const spill = spillIn(dir);
+    const index = filledIndex(10, spill);
+    const spilled = index.sharedHashes().chunks.map((chunk) => !(chunk instanceof SharedArrayBuffer));
+    expect(spilled).toEqual([true, true, false, false]);
+    expect(readdirSync(dir)).toEqual([]);
+    for (const seq of [11, 40_000, 65_546, 65_547, 131_082, 131_083, 10 + SEQS, 12, 65_545]) expect(index.hashAt(seq)).toBe(hashOf(seq));
+    index.dropThrough(70_000);
+    const more = SEQS + 3 * 65_536;
+    for (let seq = 11 + SEQS; seq <= 10 + more; seq++) index.push(seq, hashOf(seq), RecordKind.stepLogged, locationOf(seq));
+    for (const seq of [65_547, 131_082, 200_000, 262_154, 10 + more]) expect(index.hashAt(seq)).toBe(hashOf(seq));
+    const positions = index.sharedHashes().chunks.flatMap((chunk) => (chunk instanceof SharedArrayBuffer ? [] : [chunk.position / CHUNK_HASH_BYTES]));
+    expect(positions.sort()).toEqual([0, 1, 2, 3]);
+    // A second index on the same spill (the state started again) takes only free slots.
+    index.release();
+    const next = filledIndex(0, spill, 3 * 65_536);
+    expect(next.sharedHashes().chunks[0]).toEqual({ fd: expect.any(Number), position: 3 * CHUNK_HASH_BYTES });
+    expect(next.hashAt(1)).toBe(hashOf(1));
+  });
+
+  it('shares its hashes, in place and spilled: the verifier reads them and keeps only those it is told differ', () => {
+    const index = filledIndex(0, spillIn(tempDir('taskhistory-index-')));
     index.dropThrough(70_000);
     const hashes = new SharedSeqHashes(index.sharedHashes(), 5);
     for (let seq = 5; seq <= SEQS; seq++) hashes.put(seq, seq === 150_000 ? hashOf(-1) : hashOf(seq));
