@@ -107,7 +107,7 @@ export class RecordIndex {
     const forms = new Uint8Array(Math.max(0, to - from + 1));
     for (let seq = from; seq <= to; ) {
       const chunk = this.chunkOf(seq);
-    const slot = this.slotOf(seq);
+      const slot = this.slotOf(seq);
       const take = Math.min(CHUNK_RECORDS - slot, to - seq + 1);
       forms.set(chunk.forms.subarray(slot, slot + take), seq - from);
       seq += take;

@@ -11,9 +11,9 @@ import { applyRecordToTasks, type StepView, type TaskView } from './task-view.js
  * The same core serves a parsed document and a file streamed line by line.
  *
  * Memory: per seq of anchor+1..head one hash (32 bytes, unless the caller holds them: SeqHashes)
- * and one kind byte in typed arrays; per kept
- * task its id, a digest of its head and its completion; the few full `step_logged` entries (those
- * with `elided`, no large fields) until their view arrives. No record or view is kept otherwise.
+ * and one kind byte in typed arrays; per kept task its id, a digest of its head and its completion;
+ * the few full `step_logged` entries (those with `elided`, no large fields) until their view
+ * arrives. No record or view is kept otherwise.
  *
  * Every problem found is kept as a candidate and end() throws the one with the lowest seq (a seq
  * before none), so the report names the first bad seq whatever the order views come in.
