@@ -6,6 +6,7 @@ import { sha256Hex } from '../node/sha256.js';
 import type { ContentCache } from './content-cache.js';
 import type { HashSpill } from './hash-spill.js';
 import type { RecordFiles } from './record-files.js';
+import { SeqList } from './seq-list.js';
 import { RecordForm, RecordIndex, RecordKind, recordKindOf, type RecordFormValue } from './record-index.js';
 
 /** Where a line is: a file of the registry, its offset and byte length. */
@@ -29,7 +30,7 @@ export interface TaskMeta {
   status: TaskView['status'];
   completedSeq?: number;
   /** Seqs of its steps, ascending. */
-  readonly stepSeqs: number[];
+  readonly stepSeqs: SeqList;
 }
 
 /** The content at a seq is not what its hash says: a foreign writer changed a file in place. */
@@ -101,7 +102,7 @@ export class ChainState {
         ...(record.agent !== undefined && { agent: record.agent }),
         ...(record.writer !== undefined && { writer: record.writer }),
         status: 'running',
-        stepSeqs: [],
+        stepSeqs: new SeqList(record.seq),
       };
       this.tasks.set(task.task_id, task);
       this.byOrdinal.set(task.ordinal, task);
@@ -130,7 +131,7 @@ export class ChainState {
   claimStepView(seq: number, taskId: string, place: LinePlace): boolean {
     const task = this.tasks.get(taskId);
     if (!task || !this.index.has(seq) || this.index.form(seq) !== RecordForm.stub) return false;
-    if (task.stepSeqs.length && (task.stepSeqs.at(-1) as number) >= seq) return false;
+    if ((task.stepSeqs.last() ?? -1) >= seq) return false;
     this.index.setKind(seq, RecordKind.stepLogged);
     this.index.setLocation(seq, { form: RecordForm.stepViewLine, ...place, task: task.ordinal });
     task.stepSeqs.push(seq);
@@ -238,7 +239,7 @@ export class ChainState {
   /** The task's whole view, every step read. */
   taskView(task: TaskMeta): TaskView {
     const view = this.taskHead(task);
-    view.steps = task.stepSeqs.map((seq) => this.stepView(seq));
+    view.steps = Array.from(task.stepSeqs, (seq) => this.stepView(seq));
     return view;
   }
 

@@ -105,12 +105,7 @@ export class CheckpointWriter {
 
   /** Points every record still kept at its line in the new file (synchronous: no read sees half of it). */
   install(written: WrittenCheckpoint): void {
-    const { index } = this.state;
-    for (let i = 0; i < this.newForms.length; i++) {
-      const seq = this.anchor.seq + 1 + i;
-      if (!this.newForms[i] || !index.has(seq) || index.form(seq) === RecordForm.stub) continue;
-      index.setLocation(seq, { form: this.newForms[i] as 1 | 2, fileId: written.fileId, offset: this.newOffsets[i], length: this.newLengths[i], task: index.taskOf(seq) });
-    }
+    this.state.index.relocateAll(this.anchor.seq + 1, written.fileId, this.newForms, this.newOffsets, this.newLengths);
   }
 
   private async writeLines(): Promise<void> {
@@ -131,7 +126,7 @@ export class CheckpointWriter {
     for (const [t, { task, head: taskHead, steps }] of this.tasks.entries()) {
       await this.put(taskHeadLine(taskHead, t === 0));
       for (let s = 0; s < steps; s++) {
-        const seq = task.stepSeqs[s];
+        const seq = task.stepSeqs.at(s);
         if (this.repair || this.forms[seq - this.anchor.seq - 1] !== RecordForm.stepViewLine) {
           await this.putLocated(seq, RecordForm.stepViewLine, stepViewLine(this.stepViewFor(task, seq), s === 0, task.writer), s === 0);
         } else await this.putStoredStepLine(seq, s === 0);

@@ -1,4 +1,5 @@
 import type { StepView, TaskView } from '../protocol/task-view.js';
+import type { SeqListView } from './seq-list.js';
 import type { ChainState, TaskMeta } from './chain-state.js';
 import type { TaskEntry, TaskSource } from './task-source.js';
 
@@ -26,7 +27,7 @@ class StoredTaskEntry implements TaskEntry {
     return this.task.writer?.uid;
   }
 
-  get stepSeqs(): readonly number[] {
+  get stepSeqs(): SeqListView {
     return this.task.stepSeqs;
   }
 
@@ -49,7 +50,7 @@ class StoredTaskEntry implements TaskEntry {
    */
   stepBytes(index: number): number {
     this.writerBytes ??= this.task.writer ? Buffer.byteLength(JSON.stringify(this.task.writer)) : 0;
-    return this.chain.index.lengthOf(this.task.stepSeqs[index]) + this.writerBytes;
+    return this.chain.index.lengthOf(this.task.stepSeqs.at(index)) + this.writerBytes;
   }
 
   steps(from: number, to: number): StepView[] {

@@ -185,12 +185,12 @@ function fitsAPage(entry: TaskEntry, asOfSeq: number, from: number, to: number, 
 /** Steps logged at or before `asOfSeq`. */
 function stepsAsOf(entry: TaskEntry, asOfSeq: number): number {
   const seqs = entry.stepSeqs;
-  if (seqs.length === 0 || seqs[seqs.length - 1] <= asOfSeq) return seqs.length;
+  if (seqs.length === 0 || seqs.at(seqs.length - 1) <= asOfSeq) return seqs.length;
   let low = 0;
   let high = seqs.length;
   while (low < high) {
     const middle = (low + high) >>> 1;
-    if (seqs[middle] <= asOfSeq) low = middle + 1;
+    if (seqs.at(middle) <= asOfSeq) low = middle + 1;
     else high = middle;
   }
   return low;

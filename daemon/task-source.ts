@@ -1,4 +1,5 @@
 import type { StepView, TaskView } from '../protocol/task-view.js';
+import type { SeqListView } from './seq-list.js';
 
 /**
  * What the pager (task-pages.ts) needs of the store: the kept tasks in creation order and, per task,
@@ -26,7 +27,7 @@ export interface TaskEntry {
   /** Uid of the creating record's writer (who may see the task); undefined when it names none. */
   readonly creatorUid: number | undefined;
   /** Seqs of the kept steps, ascending. */
-  readonly stepSeqs: readonly number[];
+  readonly stepSeqs: SeqListView;
   readonly completedSeq: number | undefined;
   /** The task without its steps as of `asOfSeq`: status `running` (no completed_at) when it completed after it. */
   headAsOf(asOfSeq: number): Omit<TaskView, 'steps'>;

@@ -7,11 +7,11 @@ import { verifyDataFileOnDisk } from './verify-files.js';
  * verifyDataFileOnDisk on a worker thread: reading and hashing a whole log takes seconds on a
  * large one, and the daemon's event loop must keep serving (and pinging the watchdog) meanwhile.
  * Calls take turns; each gets a fresh worker, ended once it reported: a worker kept idle would
- * hold its heap (tens of MB after a large log) for good. Its young generation is kept small, as
- * the daemon's own is, and it reads the record hashes the daemon already holds (`hashes`) instead
- * of keeping its own copy.
+ * hold its heap (tens of MB after a large log) for good. It reads the record hashes the daemon
+ * already holds (`hashes`) instead of keeping its own copy. Its young generation is the daemon's
+ * (`--max-semi-space-size` applies to every isolate of the process and overrides a worker's
+ * resourceLimits.maxYoungGenerationSizeMb: 2 MB there left its new space at 8.4 MB), so no limit is set here.
  */
-const WORKER_YOUNG_GENERATION_MB = 12;
 let turn: Promise<unknown> = Promise.resolve();
 
 interface VerifyRequest {
@@ -26,7 +26,7 @@ export function verifyDataFileInWorker(dataFile: string, hashes?: SharedHashes):
 }
 
 function askWorker(request: VerifyRequest): Promise<VerifyReport> {
-  const worker = new Worker(new URL(import.meta.url), { workerData: { role: 'verifier' }, resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } });
+  const worker = new Worker(new URL(import.meta.url), { workerData: { role: 'verifier' } });
   worker.unref(); // a verification never keeps the daemon alive
   return new Promise((resolve, reject) => {
     const settle = (outcome: () => void) => {

@@ -22,9 +22,10 @@ const RULES: Record<string, { folders: string[]; files?: string[]; nodeModules: 
   bench: { folders: ['bench', 'node', 'protocol'], files: ['client/sdk.ts'], nodeModules: true },
   test: {
     folders: ['test', 'node', 'protocol'],
-    // The SDK is the public API; the systemd glue, group commit (through a failing journal twin) and
-    // the content cache's ring and the record index with its hash spill are unit-tested on their own; the throwaway PostgreSQL is the bench's and the tests'.
-    files: ['client/sdk.ts', 'daemon/systemd.ts', 'daemon/group-commit.ts', 'daemon/content-cache.ts', 'daemon/record-index.ts', 'daemon/hash-spill.ts'],
+    // The SDK is the public API; the systemd glue, group commit (through a failing journal twin), the
+    // content cache's ring, the record index with its hash spill and the seq list are unit-tested on
+    // their own; the throwaway PostgreSQL is the bench's and the tests'.
+    files: ['client/sdk.ts', 'daemon/systemd.ts', 'daemon/group-commit.ts', 'daemon/content-cache.ts', 'daemon/record-index.ts', 'daemon/hash-spill.ts', 'daemon/seq-list.ts'],
     nodeModules: true,
   },
 };

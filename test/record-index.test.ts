@@ -51,6 +51,25 @@ describe('the record index', () => {
     expect(index.hashAt(SEQS + 1)).toBe(hashOf(SEQS + 1));
   });
 
+  it('moves a checkpoint\'s seqs to their new lines across chunks, leaving tasks, stubs, unmoved and dropped seqs as they were', () => {
+    const index = filledIndex(0);
+    index.dropThrough(65_536);
+    index.makeStub(70_000);
+    const firstSeq = 65_000;
+    const count = 140_000;
+    const forms = new Uint8Array(count).fill(RecordForm.stepViewLine);
+    forms[80_000 - firstSeq] = RecordForm.stub; // not written by the checkpoint
+    const offsets = Float64Array.from({ length: count }, (_, i) => 2 ** 33 + i * 10);
+    const lengths = Uint32Array.from({ length: count }, (_, i) => 100 + i);
+    index.relocateAll(firstSeq, 99, forms, offsets, lengths);
+    const moved = (seq: number) => ({ form: RecordForm.stepViewLine, fileId: 99, offset: offsets[seq - firstSeq], length: lengths[seq - firstSeq], task: locationOf(seq).task });
+    // The range runs from below the index's first seq to past its last: those are skipped.
+    for (const seq of [65_537, 65_538, 131_072, 131_073, SEQS]) expect(index.location(seq)).toEqual(moved(seq));
+    expect(index.location(70_000)).toEqual({ ...locationOf(70_000), form: RecordForm.stub });
+    expect(index.location(80_000)).toEqual(locationOf(80_000));
+    expect([index.has(65_536), index.lastSeq]).toEqual([false, SEQS]);
+  });
+
   it('spills the hashes of all but its newest two chunks to an unlinked file, reads them back, and reuses the slots of dropped chunks', () => {
     const dir = tempDir('taskhistory-index-');
     const spill = spillIn(dir);
