@@ -17,6 +17,7 @@ import type { StepView, TaskView } from '../protocol/task-view.js';
 import { DurableFileWriter } from '../node/durable-files.js';
 import { sha256Hex } from '../node/sha256.js';
 import { RecordDamaged, type ChainState, type TaskMeta } from './chain-state.js';
+import { OffsetColumn } from './offset-column.js';
 import { RecordForm, RecordKind } from './record-index.js';
 
 /** Bytes gathered before one write: small enough that building them never holds the event loop for long. */
@@ -62,7 +63,7 @@ export class CheckpointWriter {
   private chunkBytes = 0;
   private syncedBytes = 0;
   private readonly digest = createHash('sha256');
-  private readonly newOffsets: Float64Array;
+  private readonly newOffsets: OffsetColumn;
   private readonly newLengths: Uint32Array;
   private readonly newForms: Uint8Array;
   readonly head: ChainPoint;
@@ -83,7 +84,7 @@ export class CheckpointWriter {
     this.forms = state.index.formsOf(this.anchor.seq + 1, this.head.seq);
     this.tasks = [...state.tasks.values()].map((task) => ({ task, head: state.taskHead(task, this.head.seq), steps: task.stepSeqs.length }));
     const range = this.head.seq - this.anchor.seq;
-    this.newOffsets = new Float64Array(range);
+    this.newOffsets = new OffsetColumn(range);
     this.newLengths = new Uint32Array(range);
     this.newForms = new Uint8Array(range);
   }
@@ -105,7 +106,7 @@ export class CheckpointWriter {
 
   /** Points every record still kept at its line in the new file (synchronous: no read sees half of it). */
   install(written: WrittenCheckpoint): void {
-    this.state.index.relocateAll(this.anchor.seq + 1, written.fileId, this.newForms, this.newOffsets, this.newLengths);
+    this.state.index.relocateAll(this.anchor.seq + 1, written.fileId, this.newForms, this.newOffsets.array, this.newLengths);
   }
 
   private async writeLines(): Promise<void> {
@@ -181,7 +182,7 @@ export class CheckpointWriter {
   /** Where the line about to be queued (`bytes` long with its comma and newline) will hold `seq`. */
   private locate(seq: number, form: 1 | 2, bytes: number, first: boolean): void {
     const i = seq - this.anchor.seq - 1;
-    this.newOffsets[i] = (this.out as DurableFileWriter).position + this.chunkBytes + (first ? 0 : 1);
+    this.newOffsets.set(i, (this.out as DurableFileWriter).position + this.chunkBytes + (first ? 0 : 1));
     this.newLengths[i] = bytes - (first ? 1 : 2);
     this.newForms[i] = form;
   }

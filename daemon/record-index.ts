@@ -179,7 +179,7 @@ export class RecordIndex {
    * arguments) grew the daemon's old generation by about 22 bytes a record, 22 MB at a million,
    * and that was the peak RSS of `taskhistory export` beside a checkpoint.
    */
-  relocateAll(firstSeq: number, fileId: number, forms: Uint8Array, offsets: Float64Array, lengths: Uint32Array): void {
+  relocateAll(firstSeq: number, fileId: number, forms: Uint8Array, offsets: Uint32Array | Float64Array, lengths: Uint32Array): void {
     for (let i = 0; i < forms.length; i++) {
       const position = firstSeq + i - this.base - 1;
       if (forms[i] === RecordForm.stub || position < 0 || position >= this.count) continue;
