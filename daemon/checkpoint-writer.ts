@@ -84,7 +84,7 @@ export class CheckpointWriter {
     this.forms = state.index.formsOf(this.anchor.seq + 1, this.head.seq);
     this.tasks = [...state.tasks.values()].map((task) => ({ task, head: state.taskHead(task, this.head.seq), steps: task.stepSeqs.length }));
     const range = this.head.seq - this.anchor.seq;
-    this.newOffsets = new OffsetColumn(range);
+    this.newOffsets = OffsetColumn.ofLength(range);
     this.newLengths = new Uint32Array(range);
     this.newForms = new Uint8Array(range);
   }
