@@ -10,6 +10,14 @@ import { PEER_KINDS, type PeerKind } from './peers/store.js';
 export interface Target {
   atLeast?: number;
   atMost?: number;
+  /** Bounds on ours/peer, the peer measured in the same run (speed is judged by ratios, never by absolute times). */
+  against?: RatioTarget[];
+}
+
+export interface RatioTarget {
+  peer: PeerName;
+  atLeast?: number;
+  atMost?: number;
 }
 
 export interface Row {
@@ -31,8 +39,19 @@ const PEER_TITLES: Record<PeerName, string> = {
   'json-nofsync': 'JSON rewrite, no fsync',
 };
 
-export function passes(value: number, target: Target): boolean {
-  return (target.atLeast === undefined || value >= target.atLeast) && (target.atMost === undefined || value <= target.atMost);
+function within(value: number, bounds: { atLeast?: number; atMost?: number }): boolean {
+  return (bounds.atLeast === undefined || value >= bounds.atLeast) && (bounds.atMost === undefined || value <= bounds.atMost);
+}
+
+/** Whether the row meets its target: its own bounds, and every ratio bound against a peer that was measured. */
+export function meetsTarget(row: Row): boolean {
+  const { ours, target } = row;
+  if (!target) return true;
+  if (ours === null || Number.isNaN(ours) || !within(ours, target)) return false;
+  return (target.against ?? []).every((bound) => {
+    const peer = row.peers?.[bound.peer];
+    return peer === null || peer === undefined || peer === 0 ? false : within(ours / peer, bound);
+  });
 }
 
 function formatNumber(value: number | null | undefined): string {
@@ -49,16 +68,27 @@ function formatRatio(ours: number | null, peer: number | null | undefined): stri
   return ratio >= 0.1 ? `${ratio.toFixed(2)}x` : `${ratio.toPrecision(2)}x`;
 }
 
-function formatTarget(target: Target | undefined): string {
-  if (!target) return '';
-  if (target.atLeast !== undefined) return `>= ${formatNumber(target.atLeast)}`;
-  return `<= ${formatNumber(target.atMost)}`;
+const SHORT_PEER_NAMES: Record<PeerName, string> = { floor: 'floor', sqlite: 'SQLite', 'json-fsync': 'JSON+fsync', 'json-nofsync': 'JSON' };
+
+function formatBounds(bounds: { atLeast?: number; atMost?: number }, unit = ''): string[] {
+  return [
+    ...(bounds.atLeast !== undefined ? [`>= ${formatNumber(bounds.atLeast)}${unit}`] : []),
+    ...(bounds.atMost !== undefined ? [`<= ${formatNumber(bounds.atMost)}${unit}`] : []),
+  ];
 }
 
-function verdict(ours: number | null, target: Target | undefined): string {
+function formatTarget(target: Target | undefined): string {
   if (!target) return '';
-  if (ours === null || Number.isNaN(ours)) return '**not measured**';
-  return passes(ours, target) ? 'pass' : '**FAIL**';
+  const ratios = (target.against ?? []).flatMap((bound) => formatBounds(bound, `x ${SHORT_PEER_NAMES[bound.peer]}`));
+  return [...formatBounds(target), ...ratios].join(', ');
+}
+
+function verdict(row: Row): string {
+  if (!row.target) return '';
+  if (row.ours === null || Number.isNaN(row.ours)) return '**not measured**';
+  const unmeasured = (row.target.against ?? []).filter((bound) => row.peers?.[bound.peer] === null || row.peers?.[bound.peer] === undefined);
+  if (unmeasured.length) return `**not measured** (${unmeasured.map((bound) => SHORT_PEER_NAMES[bound.peer]).join(', ')})`;
+  return meetsTarget(row) ? 'pass' : '**FAIL**';
 }
 
 export function renderTable(rows: Row[]): string {
@@ -69,7 +99,7 @@ export function renderTable(rows: Row[]): string {
     const peerCells = peers.flatMap((kind) =>
       row.peers && kind in row.peers ? [formatNumber(row.peers[kind]), formatRatio(row.ours, row.peers[kind])] : ['', ''],
     );
-    const cells = [row.scenario, row.metric, formatNumber(row.ours), ...peerCells, formatTarget(row.target), verdict(row.ours, row.target)];
+    const cells = [row.scenario, row.metric, formatNumber(row.ours), ...peerCells, formatTarget(row.target), verdict(row)];
     lines.push(`| ${cells.join(' | ')} |`);
   }
   return lines.join('\n');
@@ -84,7 +114,7 @@ export function environmentLine(startedAt: Date, elapsedS: number): string {
 }
 
 export function renderReport(rows: Row[], notes: string[], environment: string): string {
-  const missed = rows.filter((row) => row.target && (row.ours === null || !passes(row.ours, row.target)));
+  const missed = rows.filter((row) => row.target && !meetsTarget(row));
   const summary = rows.some((row) => row.target)
     ? `Targets: ${rows.filter((row) => row.target).length - missed.length} met, ${missed.length} missed.`
     : '';

@@ -1,5 +1,5 @@
 import { measureOpenLoop, type OpenLoopResult } from '../load-client.js';
-import type { Row } from '../report.js';
+import type { Row, Target } from '../report.js';
 import { measureEach, rowOf, withServer, type BenchContext } from './context.js';
 
 /**
@@ -11,7 +11,8 @@ const DURATION_MS = 4000;
 const CONNECTIONS = 8;
 /** A second of offered load waiting: the server cannot keep up, stop offering more. */
 const MAX_BACKLOG = OFFERED_STEPS_PER_S;
-const TARGET_P99_MS = 2;
+/** p99 at most 2 ms (the engine issue) and at most SQLite's in the same run (the per-step speed issue). */
+const TARGET_P99 = { atMost: 2, against: [{ peer: 'sqlite', atMost: 1 }] } satisfies Target;
 
 export async function runLatency(context: BenchContext): Promise<Row[]> {
   const outcomes = await measureEach(context, [context.ours, context.floor, ...context.peers], 'open-loop latency', (contender) =>
@@ -36,6 +37,6 @@ export async function runLatency(context: BenchContext): Promise<Row[]> {
   const scenario = `2 open loop, ${OFFERED_STEPS_PER_S.toLocaleString('en-US')} steps/s`;
   return [
     rowOf(scenario, 'log_step p50 ms', outcomes, (r) => r.latency.p50),
-    rowOf(scenario, 'log_step p99 ms', outcomes, (r) => r.latency.p99, { atMost: TARGET_P99_MS }),
+    rowOf(scenario, 'log_step p99 ms', outcomes, (r) => r.latency.p99, TARGET_P99),
   ];
 }
