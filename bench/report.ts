@@ -7,17 +7,18 @@ import { PEER_KINDS, type PeerKind } from './peers/store.js';
  * The results table: one row per measured figure, ours beside every peer with the ratio ours/peer,
  * and the issue's target with pass or fail where there is one.
  */
-export interface Target {
+interface Bounds {
   atLeast?: number;
   atMost?: number;
+}
+
+export interface Target extends Bounds {
   /** Bounds on ours/peer, the peer measured in the same run (speed is judged by ratios, never by absolute times). */
   against?: RatioTarget[];
 }
 
-export interface RatioTarget {
+export interface RatioTarget extends Bounds {
   peer: PeerName;
-  atLeast?: number;
-  atMost?: number;
 }
 
 export interface Row {
@@ -39,19 +40,21 @@ const PEER_TITLES: Record<PeerName, string> = {
   'json-nofsync': 'JSON rewrite, no fsync',
 };
 
-function within(value: number, bounds: { atLeast?: number; atMost?: number }): boolean {
+function within(value: number, bounds: Bounds): boolean {
   return (bounds.atLeast === undefined || value >= bounds.atLeast) && (bounds.atMost === undefined || value <= bounds.atMost);
 }
 
-/** Whether the row meets its target: its own bounds, and every ratio bound against a peer that was measured. */
-export function meetsTarget(row: Row): boolean {
+/** The peers a row's ratio bounds name that were not measured (a ratio against them cannot pass). */
+function unmeasuredPeers(row: Row): PeerName[] {
+  return (row.target?.against ?? []).map((bound) => bound.peer).filter((peer) => !row.peers?.[peer]);
+}
+
+/** Whether the row meets its target: its own bounds, and every ratio bound against a measured peer. */
+function meetsTarget(row: Row): boolean {
   const { ours, target } = row;
   if (!target) return true;
-  if (ours === null || Number.isNaN(ours) || !within(ours, target)) return false;
-  return (target.against ?? []).every((bound) => {
-    const peer = row.peers?.[bound.peer];
-    return peer === null || peer === undefined || peer === 0 ? false : within(ours / peer, bound);
-  });
+  if (ours === null || Number.isNaN(ours) || !within(ours, target) || unmeasuredPeers(row).length) return false;
+  return (target.against ?? []).every((bound) => within(ours / (row.peers?.[bound.peer] as number), bound));
 }
 
 function formatNumber(value: number | null | undefined): string {
@@ -70,7 +73,7 @@ function formatRatio(ours: number | null, peer: number | null | undefined): stri
 
 const SHORT_PEER_NAMES: Record<PeerName, string> = { floor: 'floor', sqlite: 'SQLite', 'json-fsync': 'JSON+fsync', 'json-nofsync': 'JSON' };
 
-function formatBounds(bounds: { atLeast?: number; atMost?: number }, unit = ''): string[] {
+function formatBounds(bounds: Bounds, unit = ''): string[] {
   return [
     ...(bounds.atLeast !== undefined ? [`>= ${formatNumber(bounds.atLeast)}${unit}`] : []),
     ...(bounds.atMost !== undefined ? [`<= ${formatNumber(bounds.atMost)}${unit}`] : []),
@@ -86,8 +89,8 @@ function formatTarget(target: Target | undefined): string {
 function verdict(row: Row): string {
   if (!row.target) return '';
   if (row.ours === null || Number.isNaN(row.ours)) return '**not measured**';
-  const unmeasured = (row.target.against ?? []).filter((bound) => row.peers?.[bound.peer] === null || row.peers?.[bound.peer] === undefined);
-  if (unmeasured.length) return `**not measured** (${unmeasured.map((bound) => SHORT_PEER_NAMES[bound.peer]).join(', ')})`;
+  const unmeasured = unmeasuredPeers(row);
+  if (unmeasured.length) return `**not measured** (${unmeasured.map((peer) => SHORT_PEER_NAMES[peer]).join(', ')})`;
   return meetsTarget(row) ? 'pass' : '**FAIL**';
 }
 
