@@ -34,7 +34,10 @@ export interface GroupCommitHandlers {
 interface Group {
   records: ChainRecord[];
   lines: string[];
-  waiters: { resolve: () => void; reject: (error: Error) => void }[];
+  /** Settles once the group is durable or refused: one promise a group, shared by its callers. */
+  durable: Promise<void>;
+  resolve: () => void;
+  reject: (error: Error) => void;
 }
 
 /**
@@ -63,17 +66,18 @@ export class GroupCommit {
     return this.lastStorageError;
   }
 
-  /** Queues a chained record; resolves with its seq once it is durable. */
-  add(record: ChainRecord): Promise<number> {
+  /** Queues a chained record; resolves once it is durable (with the rest of its group). */
+  add(record: ChainRecord): Promise<void> {
     let group = this.pending;
     if (!group) {
-      group = this.pending = { records: [], lines: [], waiters: [] };
+      const { promise, resolve, reject } = promiseWithResolvers();
+      group = this.pending = { records: [], lines: [], durable: promise, resolve, reject };
       // Let every message read in this turn of the event loop join the group.
       if (!this.syncing) setImmediate(() => this.flush());
     }
     group.records.push(record);
     group.lines.push(journalLine(record));
-    return new Promise((resolve, reject) => group.waiters.push({ resolve: () => resolve(record.seq), reject }));
+    return group.durable;
   }
 
   /** Resolves once no group is pending or syncing. */
@@ -131,7 +135,7 @@ export class GroupCommit {
       log.info('journal writes work again', { dir: this.dataDir });
       this.lastStorageError = null;
     }
-    for (const waiter of group.waiters) waiter.resolve();
+    group.resolve();
     this.wakeDrainWaiters();
   }
 
@@ -145,7 +149,7 @@ export class GroupCommit {
     if (this.lastStorageError !== message) log.error('journal write failed; calls are refused until writing works again', { dir: this.dataDir, error: code });
     this.lastStorageError = message;
     const rpcError = new RpcError(ErrorCodes.StorageFailure, message, { errno: code, dir: this.dataDir });
-    for (const each of failed) for (const waiter of each.waiters) waiter.reject(rpcError);
+    for (const each of failed) each.reject(rpcError);
     this.wakeDrainWaiters();
   }
 
@@ -153,4 +157,15 @@ export class GroupCommit {
     if (this.syncing || this.pending) return;
     for (const wake of this.drainWaiters.splice(0)) wake();
   }
+}
+
+/** Promise.withResolvers, which Node 20 lacks. */
+function promiseWithResolvers(): { promise: Promise<void>; resolve: () => void; reject: (error: Error) => void } {
+  let resolve!: () => void;
+  let reject!: (error: Error) => void;
+  const promise = new Promise<void>((done, fail) => {
+    resolve = done;
+    reject = fail;
+  });
+  return { promise, resolve, reject };
 }

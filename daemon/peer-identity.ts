@@ -20,9 +20,16 @@ export function identifyPeer(socket: Socket): Peer {
 
 /** What a record written over the peer's connection says about who wrote it. */
 export function writerOf(peer: Peer): Writer {
-  const { uid, gid, pid, comm, exe } = peer;
-  return { uid, gid, pid, comm, exe };
+  let writer = writers.get(peer);
+  if (!writer) {
+    const { uid, gid, pid, comm, exe } = peer;
+    writers.set(peer, (writer = Object.freeze({ uid, gid, pid, comm, exe })));
+  }
+  return writer;
 }
+
+/** One frozen writer per peer, shared by every record of its connection (one object a connection, not a step). */
+const writers = new WeakMap<Peer, Writer>();
 
 /** This daemon as the writer of the records it writes itself (tamper_detected). */
 export function daemonWriter(): Writer {

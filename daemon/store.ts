@@ -95,6 +95,9 @@ export class TaskStore implements Lifecycle {
   private stagedHead: ChainPoint;
   private readonly stagedTasks = new Map<string, { finished: boolean; lastSeq: number }>();
   private closed = false;
+  /** Durable groups whose callers are being answered; see `committed`. */
+  private readonly unapplied: CommittedGroup[] = [];
+  private settling = false;
   private readonly listeners = new Set<CommitListener>();
   /** Seq the cloud is known to hold; trimming keeps everything above. Null: no cloud. */
   private holdAbove: number | null = null;
@@ -110,7 +113,7 @@ export class TaskStore implements Lifecycle {
       journal: this.journal,
       idleMs: options.checkpointIdleMs,
       journalBytes: options.checkpointJournalBytes,
-      state: () => this.state,
+      state: () => this.durable,
       header: () => ({ machineId: this.machineId, maxTasks: this.maxTasks }),
     });
     this.headFile = new ChainPointFile(join(options.dataDir, DURABLE_HEAD_FILE), 'durable head file');
@@ -221,7 +224,7 @@ export class TaskStore implements Lifecycle {
   }
 
   get head(): ChainPoint {
-    return { ...this.state.head };
+    return { ...this.durable.head };
   }
 
   /** Head seq of the data file on disk. */
@@ -230,11 +233,11 @@ export class TaskStore implements Lifecycle {
   }
 
   hashAt(seq: number): string | undefined {
-    return this.state.hashAt(seq);
+    return this.durable.hashAt(seq);
   }
 
   recordsAfter(seq: number, maxRecords: number, maxBytes: number): ChainRecord[] {
-    return this.state.recordsAfter(seq, maxRecords, maxBytes);
+    return this.durable.recordsAfter(seq, maxRecords, maxBytes);
   }
 
   onCommit(listener: CommitListener): () => void {
@@ -244,11 +247,13 @@ export class TaskStore implements Lifecycle {
 
   /** Trimming keeps every record above `ackedSeq` until the cloud has it; null: no cloud. Set before start for the replay. */
   holdUnackedAbove(ackedSeq: number | null): void {
+    this.settle();
     this.holdAbove = ackedSeq;
     if (this.trim()) this.checkpointer.schedule();
   }
 
   setMaxTasks(maxTasks: number): void {
+    this.settle();
     this.maxTasks = maxTasks;
     if (this.trim()) this.checkpointer.schedule();
   }
@@ -257,32 +262,32 @@ export class TaskStore implements Lifecycle {
 
   /** The kept task of this id (1001 when there is none). */
   task(taskId: string): TaskMeta {
-    const task = this.state.tasks.get(taskId);
+    const task = this.durable.tasks.get(taskId);
     if (!task) throw new RpcError(ErrorCodes.TaskNotFound, `no task ${taskId}`, { task_id: taskId });
     return task;
   }
 
   /** A task's whole view, every step read from disk. */
   taskView(task: TaskMeta): TaskView {
-    return this.state.taskView(task);
+    return this.durable.taskView(task);
   }
 
   /** Kept tasks, in creation order. */
   get tasks(): TaskMeta[] {
-    return [...this.state.tasks.values()];
+    return [...this.durable.tasks.values()];
   }
 
   get taskCount(): number {
-    return this.state.tasks.size;
+    return this.durable.tasks.size;
   }
 
   get runningTasks(): TaskMeta[] {
-    return this.state.runningTasks;
+    return this.durable.runningTasks;
   }
 
   /** The chain state reads go through (the paged views read task heads and steps from it). */
   get chain(): ChainState {
-    return this.state;
+    return this.durable;
   }
 
   /** Why writes are refused: the last journal write error, or a data file that did not verify; null when all is well. */
@@ -331,16 +336,45 @@ export class TaskStore implements Lifecycle {
     }
   }
 
-  private commit(body: UnchainedRecord, taskId?: string, finishes = false): Promise<number> {
-    if (this.closed) return Promise.reject(new RpcError(ErrorCodes.ShuttingDown));
-    if (this.damage) return Promise.reject(new RpcError(ErrorCodes.StorageFailure, this.damage, { file: this.options.dataFile }));
+  /** Chains a record after the staged head; resolves with its seq once it is durable. */
+  private async commit(body: UnchainedRecord, taskId?: string, finishes = false): Promise<number> {
+    if (this.closed) throw new RpcError(ErrorCodes.ShuttingDown);
+    if (this.damage) throw new RpcError(ErrorCodes.StorageFailure, this.damage, { file: this.options.dataFile });
     const record = chainRecord(body, this.stagedHead.seq, this.stagedHead.hash, sha256Hex);
     this.stagedHead = { seq: record.seq, hash: record.hash };
     if (taskId) this.stagedTasks.set(taskId, { finished: finishes, lastSeq: record.seq });
-    return this.commits.add(record);
+    await this.commits.add(record);
+    return record.seq;
   }
 
-  private committed({ records, lines, place }: CommittedGroup): void {
+  /**
+   * A group is durable: it is applied once its callers' answers are out. Those are written in the
+   * microtasks its resolution starts; the tick queued from a microtask runs once they are all
+   * done, still before any other message is read or timer fires. A read before then (every
+   * accessor goes through `durable`) applies it at once.
+   */
+  private committed(group: CommittedGroup): void {
+    if (this.unapplied.push(group) === 1) queueMicrotask(() => process.nextTick(() => this.settle()));
+  }
+
+  /** The durable state with every durable group applied. */
+  private get durable(): ChainState {
+    this.settle();
+    return this.state;
+  }
+
+  /** Applies the durable groups not applied yet, in order; a call from inside (a listener, the head file) returns at once. */
+  private settle(): void {
+    if (this.settling) return;
+    this.settling = true;
+    try {
+      for (let group = this.unapplied.shift(); group; group = this.unapplied.shift()) this.applyGroup(group);
+    } finally {
+      this.settling = false;
+    }
+  }
+
+  private applyGroup({ records, lines, place }: CommittedGroup): void {
     let offset = place.offset;
     for (let i = 0; i < records.length; i++) {
       const length = Buffer.byteLength(lines[i]);
@@ -367,13 +401,13 @@ export class TaskStore implements Lifecycle {
     if (this.headFileTimer) clearTimeout(this.headFileTimer);
     this.headFileTimer = null;
     this.recordsSinceHeadSaved = 0;
-    this.headFile.save(this.state.head);
+    this.headFile.save(this.durable.head);
   }
 
   /** A group failed: staging falls back to the durable state. */
   private unstageAll(): void {
     this.stagedTasks.clear();
-    this.stagedHead = { ...this.state.head };
+    this.stagedHead = { ...this.durable.head };
   }
 
   /**
@@ -402,7 +436,7 @@ export class TaskStore implements Lifecycle {
    * whole log), which checks the file's hashes against the index's and keeps no copy of them.
    */
   verifyOnDisk() {
-    return this.checkpointer.withDiskLock(() => verifyDataFileInWorker(this.options.dataFile, this.state.index.sharedHashes()));
+    return this.checkpointer.withDiskLock(() => verifyDataFileInWorker(this.options.dataFile, this.durable.index.sharedHashes()));
   }
 
   /** Refuses new records, waits for the ones in flight. */

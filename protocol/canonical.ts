@@ -17,16 +17,55 @@
  */
 export function canonicalize(value: unknown, leaveOut?: ReadonlySet<string>): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) return `[${value.map((item) => canonicalize(item)).join(',')}]`;
-  const object = value as Record<string, unknown>;
-  let text = '{';
-  // Default sort compares UTF-16 code units, exactly as RFC 8785 asks.
-  for (const key of Object.keys(object).sort()) {
-    const member = object[key];
-    if (member === undefined || leaveOut?.has(key)) continue;
-    text += `${text.length > 1 ? ',' : ''}${JSON.stringify(key)}:${canonicalize(member)}`;
+  if (Array.isArray(value)) {
+    let text = '[';
+    for (let index = 0; index < value.length; index++) text += (index === 0 ? '' : ',') + canonicalize(value[index]);
+    return `${text}]`;
   }
-  return `${text}}`;
+  const object = value as Record<string, unknown>;
+  const { sortedKeys, memberPrefixes } = shapeOf(Object.keys(object));
+  let text = '';
+  for (let index = 0; index < sortedKeys.length; index++) {
+    const member = object[sortedKeys[index]];
+    if (member === undefined || leaveOut?.has(sortedKeys[index])) continue;
+    text += (text === '' ? '{' : ',') + memberPrefixes[index] + (typeof member === 'string' ? JSON.stringify(member) : canonicalize(member));
+  }
+  return text === '' ? '{}' : `${text}}`;
+}
+
+/** An object's keys in canonical order, each with its `"key":` text. */
+interface Shape {
+  keys: readonly string[];
+  sortedKeys: readonly string[];
+  memberPrefixes: readonly string[];
+}
+
+/**
+ * The shapes met lately, by key count: records of one kind share a key list (Object.keys in
+ * the same order), so their sorted order and member prefixes are worked out once. A few per
+ * count, the newest replacing the oldest, so objects of ever new shapes cost one short miss.
+ * Only small objects are kept: a client's wide objects must not grow the cache.
+ */
+const SHAPES_PER_KEY_COUNT = 4;
+const MOST_KEYS_CACHED = 32;
+const recentShapes: Shape[][] = [];
+
+function shapeOf(keys: string[]): Shape {
+  if (keys.length > MOST_KEYS_CACHED) return shapeFrom(keys);
+  const bucket = (recentShapes[keys.length] ??= []);
+  next: for (const shape of bucket) {
+    for (let index = 0; index < keys.length; index++) if (shape.keys[index] !== keys[index]) continue next;
+    return shape;
+  }
+  const shape = shapeFrom(keys);
+  if (bucket.unshift(shape) > SHAPES_PER_KEY_COUNT) bucket.pop();
+  return shape;
+}
+
+function shapeFrom(keys: string[]): Shape {
+  // Default sort compares UTF-16 code units, exactly as RFC 8785 asks.
+  const sortedKeys = [...keys].sort();
+  return { keys, sortedKeys, memberPrefixes: sortedKeys.map((key) => `${JSON.stringify(key)}:`) };
 }
 
 /**

@@ -24,3 +24,24 @@ describe('canonicalize (RFC 8785)', () => {
     }
   });
 });
+
+describe('canonicalize of many objects of one kind', () => {
+  it('gives each object its own canonical text whatever shapes came before', () => {
+    // Five shapes of three keys (more than are remembered per key count), in turn and over again.
+    const orders = [['a', 'b', 'c'], ['c', 'b', 'a'], ['b', 'a', 'c'], ['a', 'c', 'b'], ['x', 'y', 'z']];
+    for (let round = 0; round < 3; round++) {
+      for (const order of orders) {
+        const value = Object.fromEntries(order.map((key, index) => [key, `${key}${index}${round}`]));
+        const expected = `{${[...order].sort().map((key) => `"${key}":"${value[key]}"`).join(',')}}`;
+        expect(canonicalize(value)).toBe(expected);
+      }
+    }
+  });
+
+  it('writes a wide object the same way however often it is seen', () => {
+    const value = Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`k${49 - i}`, i]));
+    const once = canonicalize(value);
+    expect(canonicalize({ ...value })).toBe(once);
+    expect(once.startsWith('{"k0":49,"k1":48,"k10":39')).toBe(true);
+  });
+});

@@ -35,9 +35,9 @@ function groupCommitOn(journal: FailingJournal) {
   return { commits, events };
 }
 
-/** Every outcome of the promises: the seq, or the error's code, errno and message. */
-function settleAll(promises: Promise<number>[]) {
-  return Promise.all(promises.map((promise) => promise.then((seq) => ({ seq }), (error) => ({ code: error.code, errno: error.data?.errno, message: error.message as string }))));
+/** Every outcome of the promises: committed, or the error's code, errno and message. */
+function settleAll(promises: Promise<void>[]) {
+  return Promise.all(promises.map((promise) => promise.then(() => ({ committed: true }), (error) => ({ code: error.code, errno: error.data?.errno, message: error.message as string }))));
 }
 
 describe('group commit when the journal cannot be written', () => {
