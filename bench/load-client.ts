@@ -80,6 +80,8 @@ export interface ClosedLoopOptions extends ProducerOptions {
   minSteps?: number;
   /** End the window early once this many steps were measured. */
   maxSteps?: number;
+  /** Called as the measured window opens and as it closes (e.g. to read a server's CPU time). */
+  onWindowEdge?: (edge: 'open' | 'close') => void;
 }
 
 /** Closed-loop throughput: steps answered inside the measured window (after a warm-up) per second. */
@@ -89,9 +91,20 @@ export async function measureClosedLoop(options: ClosedLoopOptions): Promise<Thr
   const minSteps = options.minSteps ?? 0;
   const maxSteps = options.maxSteps ?? Infinity;
   const latencies: number[] = [];
+  const onWindowEdge = options.onWindowEdge;
+  const opening = onWindowEdge && setTimeout(() => onWindowEdge('open'), options.warmupMs);
+  let closed = false;
+  const windowClosed = () => {
+    const done = (nowMs() >= windowEnd && latencies.length >= minSteps) || latencies.length >= maxSteps;
+    if (done && !closed) {
+      closed = true;
+      onWindowEdge?.('close');
+    }
+    return done;
+  };
   await runProducers(
     options,
-    () => (nowMs() >= windowEnd && latencies.length >= minSteps) || latencies.length >= maxSteps,
+    windowClosed,
     (sentAt, answeredAt) => {
       if (sentAt < windowStart || latencies.length >= maxSteps) return;
       if (answeredAt > windowEnd) {
@@ -102,6 +115,7 @@ export async function measureClosedLoop(options: ClosedLoopOptions): Promise<Thr
       if (latencies.length === maxSteps) windowEnd = answeredAt;
     },
   );
+  clearTimeout(opening);
   const seconds = (windowEnd - windowStart) / 1000;
   return { steps: latencies.length, seconds, stepsPerSecond: latencies.length / seconds, latency: summarize(latencies), samples: latencies };
 }

@@ -184,3 +184,14 @@ export function peakRssMB(pid: number): number {
   if (!match) throw new Error(`no VmHWM line in /proc/${pid}/status`);
   return (Number(match[1]) * 1024) / 1e6;
 }
+
+/** /proc reports CPU times in USER_HZ ticks, which Linux fixes at 100 a second. */
+const USER_HZ = 100;
+
+/** CPU time (user and system) a running process has used so far, in ms, from /proc/<pid>/stat. */
+export function cpuTimeMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command, which is in parentheses and may hold spaces: state is field 3, utime 14, stime 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / USER_HZ;
+}

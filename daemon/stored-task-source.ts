@@ -60,7 +60,12 @@ class StoredTaskEntry implements TaskEntry {
 
 /** The pager's TaskSource over the engine's index: heads and steps are read from disk page by page. */
 export class StoredTaskSource implements TaskSource {
-  constructor(private readonly chain: ChainState) {}
+  /** `durableChain` applies any durable group not applied yet before it returns (Store.chain). */
+  constructor(private readonly durableChain: () => ChainState) {}
+
+  private get chain(): ChainState {
+    return this.durableChain();
+  }
 
   get headSeq(): number {
     return this.chain.head.seq;
@@ -71,11 +76,13 @@ export class StoredTaskSource implements TaskSource {
   }
 
   *tasksInOrder(afterTaskSeq: number): Iterable<TaskEntry> {
-    for (const task of this.chain.tasks.values()) if (task.seq > afterTaskSeq) yield new StoredTaskEntry(this.chain, task);
+    const chain = this.chain;
+    for (const task of chain.tasks.values()) if (task.seq > afterTaskSeq) yield new StoredTaskEntry(chain, task);
   }
 
   task(taskId: string): TaskEntry | undefined {
-    const task = this.chain.tasks.get(taskId);
-    return task && new StoredTaskEntry(this.chain, task);
+    const chain = this.chain;
+    const task = chain.tasks.get(taskId);
+    return task && new StoredTaskEntry(chain, task);
   }
 }

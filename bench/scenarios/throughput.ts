@@ -1,13 +1,15 @@
 import { measureClosedLoop, type ThroughputResult } from '../load-client.js';
 import type { RatioTarget, Row } from '../report.js';
 import type { Framing } from '../rpc-socket.js';
-import { peakRssMB } from '../servers.js';
+import { cpuTimeMs, peakRssMB } from '../servers.js';
 import { measureEach, rowOf, withServer, type BenchContext, type Contender, type Outcomes } from './context.js';
 
 /**
  * Scenario 1: closed-loop producers (1, 8, 32), tasks of 20 steps with 1 KiB outputs, against one
  * server per contender at default settings: over WebSocket ours, the floor and every peer; over
- * newline JSON ours and the newline floor. Also reads the daemon's peak RSS (WebSocket run).
+ * newline JSON ours and the newline floor. Also reads each server's CPU time per step in the
+ * measured window (what limits throughput when server and load generator share 2 cores) and the
+ * daemon's peak RSS (WebSocket run).
  */
 export const CLIENT_COUNTS = [1, 8, 32] as const;
 /**
@@ -26,8 +28,13 @@ const P99_TARGETS: Record<number, RatioTarget[]> = { 1: [{ peer: 'sqlite', atMos
 const WARMUP_MS = 500;
 const WINDOW_MS = 3000;
 
+interface ClientsOutcome extends ThroughputResult {
+  /** The server's user and system CPU time in the measured window, over the steps answered in it. */
+  serverCpuUsPerStep: number;
+}
+
 interface ThroughputOutcome {
-  byClients: Map<number, ThroughputResult>;
+  byClients: Map<number, ClientsOutcome>;
   peakRssMB: number;
 }
 
@@ -45,12 +52,20 @@ export async function runThroughput(context: BenchContext, cpuProfileDir?: strin
 function measureFraming(context: BenchContext, contenders: Contender[], framing: Framing, cpuProfileDir?: string): Promise<Outcomes<ThroughputOutcome>> {
   return measureEach(context, contenders, `throughput (${framing})`, (contender) =>
     withServer(contender, { framing, cpuProfileDir: contender.name === 'ours' ? cpuProfileDir : undefined }, async (running): Promise<ThroughputOutcome> => {
-      const byClients = new Map<number, ThroughputResult>();
+      const byClients = new Map<number, ClientsOutcome>();
+      const pid = running.process.pid;
       for (const clients of CLIENT_COUNTS) {
-        byClients.set(
-          clients,
-          await measureClosedLoop({ socketPath: running.socketPath, framing, producers: clients, seedBase: 100 * clients, warmupMs: WARMUP_MS, durationMs: WINDOW_MS }),
-        );
+        const cpuAt = { open: 0, close: 0 };
+        const result = await measureClosedLoop({
+          socketPath: running.socketPath,
+          framing,
+          producers: clients,
+          seedBase: 100 * clients,
+          warmupMs: WARMUP_MS,
+          durationMs: WINDOW_MS,
+          onWindowEdge: (edge) => (cpuAt[edge] = cpuTimeMs(pid)),
+        });
+        byClients.set(clients, { ...result, serverCpuUsPerStep: (1000 * (cpuAt.close - cpuAt.open)) / result.steps });
       }
       return { byClients, peakRssMB: peakRssMB(running.process.pid) };
     }),
@@ -62,12 +77,13 @@ function rowsOf(outcomes: Outcomes<ThroughputOutcome>, framingLabel: string): Ro
     const scenario = `1 throughput${framingLabel}, ${clients} client${clients === 1 ? '' : 's'}`;
     const stepsTarget = framingLabel ? NEWLINE_STEPS_TARGETS[clients] : STEPS_TARGETS[clients];
     const p99Target = framingLabel ? undefined : P99_TARGETS[clients];
-    const of = (figure: (result: ThroughputResult) => number) => (outcome: ThroughputOutcome) => figure(outcome.byClients.get(clients)!);
+    const of = (figure: (result: ClientsOutcome) => number) => (outcome: ThroughputOutcome) => figure(outcome.byClients.get(clients)!);
     return [
       rowOf(scenario, 'durable steps/s', outcomes, of((r) => r.stepsPerSecond), stepsTarget && { against: stepsTarget }),
       rowOf(scenario, 'log_step p50 ms', outcomes, of((r) => r.latency.p50)),
       rowOf(scenario, 'log_step p99 ms', outcomes, of((r) => r.latency.p99), p99Target && { against: p99Target }),
       rowOf(scenario, 'log_step p99.9 ms', outcomes, of((r) => r.latency.p999)),
+      rowOf(scenario, 'server CPU µs per step', outcomes, of((r) => r.serverCpuUsPerStep)),
     ];
   });
 }
