@@ -186,7 +186,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
     dataFile: settings.dataFile,
     startedAt: Date.now(),
     store,
-    taskSource: new StoredTaskSource(() => store.chain),
+    taskSource: new StoredTaskSource(store),
     maxMessageBytes: settings.maxMessageBytes,
     builder,
     subscriptions,

@@ -1,6 +1,7 @@
 import type { StepView, TaskView } from '../protocol/task-view.js';
 import type { SeqListView } from './seq-list.js';
 import type { ChainState, TaskMeta } from './chain-state.js';
+import type { TaskStore } from './store.js';
 import type { TaskEntry, TaskSource } from './task-source.js';
 
 /** What a task head adds to its creating record's stored line: status, completion, view keys. */
@@ -60,28 +61,24 @@ class StoredTaskEntry implements TaskEntry {
 
 /** The pager's TaskSource over the engine's index: heads and steps are read from disk page by page. */
 export class StoredTaskSource implements TaskSource {
-  /** `durableChain` applies any durable group not applied yet before it returns (Store.chain). */
-  constructor(private readonly durableChain: () => ChainState) {}
-
-  private get chain(): ChainState {
-    return this.durableChain();
-  }
+  /** TaskStore.chain applies any durable group not applied yet before it returns. */
+  constructor(private readonly store: Pick<TaskStore, 'chain'>) {}
 
   get headSeq(): number {
-    return this.chain.head.seq;
+    return this.store.chain.head.seq;
   }
 
   get count(): number {
-    return this.chain.tasks.size;
+    return this.store.chain.tasks.size;
   }
 
   *tasksInOrder(afterTaskSeq: number): Iterable<TaskEntry> {
-    const chain = this.chain;
+    const chain = this.store.chain;
     for (const task of chain.tasks.values()) if (task.seq > afterTaskSeq) yield new StoredTaskEntry(chain, task);
   }
 
   task(taskId: string): TaskEntry | undefined {
-    const chain = this.chain;
+    const chain = this.store.chain;
     const task = chain.tasks.get(taskId);
     return task && new StoredTaskEntry(chain, task);
   }

@@ -67,7 +67,7 @@ function measureFraming(context: BenchContext, contenders: Contender[], framing:
         });
         byClients.set(clients, { ...result, serverCpuUsPerStep: (1000 * (cpuAt.close - cpuAt.open)) / result.steps });
       }
-      return { byClients, peakRssMB: peakRssMB(running.process.pid) };
+      return { byClients, peakRssMB: peakRssMB(pid) };
     }),
   );
 }
