@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { shebangNodeFlags } from '../node/shebang-flags.js';
 import { RpcSocket, type Framing } from './rpc-socket.js';
 import { nowMs } from './stats.js';
 import type { PeerKind } from './peers/store.js';
@@ -10,8 +11,8 @@ import type { PeerKind } from './peers/store.js';
  * process from dist/. Every one is tracked and killed by pid if the run ends early.
  */
 export const DIST = resolve(import.meta.dirname, '..');
-export const DAEMON_BIN = join(DIST, 'daemon/main.js');
-export const CLOUD_BIN = join(DIST, 'cloud/main.js');
+export const DAEMON_BIN = join(DIST, 'bin/taskhistoryd.js');
+export const CLOUD_BIN = join(DIST, 'bin/taskhistory-cloud.js');
 const PEER_BIN = join(DIST, 'bench/peers/peer-server.js');
 const FLOOR_BIN = join(DIST, 'bench/peers/floor-server.js');
 const STDERR_KEEP_CHARS = 64 * 1024;
@@ -98,13 +99,6 @@ export interface DaemonOptions {
   cloudTokenFile?: string;
   /** Write a V8 CPU profile into this directory at exit. */
   cpuProfileDir?: string;
-}
-
-/** The node flags of a script's `#!/usr/bin/env -S node ...` line: the bench runs it as its installed command runs. */
-export function shebangNodeFlags(script: string): string[] {
-  const firstLine = readFileSync(script, 'utf8').split('\n', 1)[0];
-  const flags = /^#!\/usr\/bin\/env -S node (.+)$/.exec(firstLine)?.[1];
-  return flags ? flags.trim().split(/\s+/) : [];
 }
 
 export function daemonArgs(options: DaemonOptions): string[] {

@@ -1,7 +1,6 @@
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from './package-root.js';
 import type { PeerCredentials } from './peer-credentials.js';
 
 /** What native/taskhistory_native.cc exports: the kernel facilities Node has no API for. */
@@ -12,15 +11,6 @@ export interface NativeAddon {
   sendDatagram(path: string, message: Buffer): number;
 }
 
-/** The package root: the nearest folder above this module holding package.json (node/ in tests, dist/node/ installed). */
-function packageRoot(): string {
-  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    if (dirname(dir) === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
-  }
-}
-
-const PACKAGE_ROOT = packageRoot();
 /** Where `node-gyp rebuild --directory=native` (the package's install script) puts the addon. */
 export const NATIVE_ADDON_FILE = join(PACKAGE_ROOT, 'native', 'build', 'Release', 'taskhistory_native.node');
 

@@ -1,7 +1,6 @@
-import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { Worker } from 'node:worker_threads';
 import type { VerifyReport } from '../protocol/chain-verify.js';
-import { SharedSeqHashes, type SharedHashes } from './shared-seq-hashes.js';
-import { verifyDataFileOnDisk } from './verify-files.js';
+import type { SharedHashes } from './shared-seq-hashes.js';
 
 /**
  * verifyDataFileOnDisk on a worker thread: reading and hashing a whole log takes seconds on a
@@ -14,7 +13,7 @@ import { verifyDataFileOnDisk } from './verify-files.js';
  */
 let turn: Promise<unknown> = Promise.resolve();
 
-interface VerifyRequest {
+export interface VerifyRequest {
   dataFile: string;
   hashes?: SharedHashes;
 }
@@ -26,7 +25,8 @@ export function verifyDataFileInWorker(dataFile: string, hashes?: SharedHashes):
 }
 
 function askWorker(request: VerifyRequest): Promise<VerifyReport> {
-  const worker = new Worker(new URL(import.meta.url), { workerData: { role: 'verifier' } });
+  // Beside this module: dist/node/ unbundled, dist/bin/ in a command's bundle (which bundles it too).
+  const worker = new Worker(new URL('./verify-worker.js', import.meta.url));
   worker.unref(); // a verification never keeps the daemon alive
   return new Promise((resolve, reject) => {
     const settle = (outcome: () => void) => {
@@ -43,11 +43,4 @@ function askWorker(request: VerifyRequest): Promise<VerifyReport> {
     worker.on('message', onMessage).on('error', onError).on('exit', onExit);
     worker.postMessage(request);
   });
-}
-
-if (!isMainThread && parentPort && (workerData as { role?: unknown } | null)?.role === 'verifier') {
-  const port = parentPort;
-  port.on('message', ({ dataFile, hashes }: VerifyRequest) =>
-    port.postMessage(verifyDataFileOnDisk(dataFile, hashes && ((firstSeq) => new SharedSeqHashes(hashes, firstSeq)))),
-  );
 }

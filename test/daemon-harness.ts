@@ -6,9 +6,9 @@ import { socketUrl } from '../protocol/paths.js';
 import { spawnTracked, tempDir, waitFor, type Spawned } from './processes.js';
 
 export const REPO = resolve(import.meta.dirname, '..');
-export const DAEMON_BIN = join(REPO, 'dist/daemon/main.js');
-export const CLI_BIN = join(REPO, 'dist/client/cli.js');
-export const CLOUD_BIN = join(REPO, 'dist/cloud/main.js');
+export const DAEMON_BIN = join(REPO, 'dist/bin/taskhistoryd.js');
+export const CLI_BIN = join(REPO, 'dist/bin/taskhistory.js');
+export const CLOUD_BIN = join(REPO, 'dist/bin/taskhistory-cloud.js');
 
 export interface DaemonOptions {
   /** Reuse a data dir (for restarts); a fresh temp dir otherwise. */

@@ -16,7 +16,7 @@ if (cannotRun) console.log(`skipping the real-systemd tests: ${cannotRun}`);
 const DAEMON = 'taskhistoryd.service';
 const CLOUD = 'taskhistory-cloud.service';
 const NODE = NODE_INSIDE;
-const CLI_BIN = join(PACKAGE_INSIDE, 'dist/client/cli.js');
+const CLI_BIN = join(PACKAGE_INSIDE, 'dist/bin/taskhistory.js');
 const GROUP_MEMBERS = ['alice', 'bob'];
 /** CAP_SYS_PTRACE (bit 19) alone, as /proc/PID/status prints capability sets. */
 const PTRACE_ONLY = '0000000000080000';

@@ -112,6 +112,9 @@ async function connectActivated(daemon: ActivatedDaemon) {
   }
 }
 
+/** The daemon as its units start it: this Node, the heap flags of the script's #! line, the script. */
+const DAEMON_LAUNCH = `${process.execPath} --max-semi-space-size=2 --heap-growing-percent=25 ${DAEMON_BIN}`;
+
 describe('unit files', () => {
   it('install-service renders every shipped unit with the package node and scripts, and systemd-analyze verify accepts them', () => {
     const prefix = tempDir('taskhistory-units-');
@@ -120,7 +123,7 @@ describe('unit files', () => {
     expect(unitFilesIn(systemDir)).toEqual(unitFilesIn(UNIT_DIR));
 
     const daemonUnit = readFileSync(join(systemDir, 'taskhistoryd.service'), 'utf8');
-    expect(daemonUnit).toContain(`ExecStart=${process.execPath} ${DAEMON_BIN} `);
+    expect(daemonUnit).toContain(`ExecStart=${DAEMON_LAUNCH} `);
     expect(readFileSync(join(systemDir, 'taskhistory-cloud.service'), 'utf8')).toContain(`ExecStart=${process.execPath} ${CLOUD_BIN} `);
 
     const verify = run('systemd-analyze', ['verify', ...unitFilesIn(systemDir).map((unit) => join(systemDir, unit))]);
@@ -135,7 +138,7 @@ describe('unit files', () => {
     installService(['--user', '--prefix', prefix], { ...process.env, XDG_CONFIG_HOME: '/config' });
     const userDir = join(prefix, 'config/systemd/user');
     expect(unitFilesIn(userDir)).toEqual(unitFilesIn(join(UNIT_DIR, 'user')));
-    expect(readFileSync(join(userDir, 'taskhistoryd.service'), 'utf8')).toContain(`ExecStart=${process.execPath} ${DAEMON_BIN} `);
+    expect(readFileSync(join(userDir, 'taskhistoryd.service'), 'utf8')).toContain(`ExecStart=${DAEMON_LAUNCH} `);
 
     const verify = run('systemd-analyze', ['--user', 'verify', ...unitFilesIn(userDir).map((unit) => join(userDir, unit))], {
       ...process.env,
@@ -150,7 +153,7 @@ describe('unit files', () => {
     const result = installService(['--dry-run', '--prefix', prefix]);
     expect(readdirSync(prefix)).toEqual([]);
     expect(result.stdout).toContain(`# ${join(prefix, 'etc/systemd/system/taskhistoryd.service')}`);
-    expect(result.stdout).toContain(`ExecStart=${process.execPath} ${DAEMON_BIN} `);
+    expect(result.stdout).toContain(`ExecStart=${DAEMON_LAUNCH} `);
     expect(result.stdout).toContain('systemctl enable --now taskhistoryd.socket');
   });
 

@@ -3,7 +3,8 @@ import { closeSync, openSync, readFileSync, statSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { logLongTasks, type LongTasksResult } from '../load-client.js';
 import type { Row } from '../report.js';
-import { DIST, daemonArgs, peakRssMB, shebangNodeFlags, spawnServer, waitServing, type ServerProcess } from '../servers.js';
+import { shebangNodeFlags } from '../../node/shebang-flags.js';
+import { DIST, daemonArgs, peakRssMB, spawnServer, waitServing, type ServerProcess } from '../servers.js';
 import { median, nowMs } from '../stats.js';
 import { STANDARD_OUTPUT_BYTES } from '../workload.js';
 import { dataDirMB } from './daemon-state.js';
@@ -23,7 +24,7 @@ const LARGE_FACTOR = 10;
 const RESTARTS = 3;
 /** Tasks run for the whole scenario: never trimmed, which is the point. */
 const MAX_TASKS = 100;
-const CLI_BIN = join(DIST, 'client/cli.js');
+const CLI_BIN = join(DIST, 'bin/taskhistory.js');
 
 const TARGETS = {
   stepsRatio: { atLeast: 0.9 },

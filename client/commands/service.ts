@@ -2,13 +2,12 @@ import { spawnSync } from 'node:child_process';
 import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir, userInfo } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { CliError, ExitCodes, printLines } from './context.js';
 import { lookupGroup, lookupUser } from '../../node/account-lookup.js';
+import { PACKAGE_ROOT } from '../../node/package-root.js';
+import { shebangNodeFlags } from '../../node/shebang-flags.js';
 
-/** dist/client/commands/service.js -> the package root, which holds systemd/ and package.json. */
-const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const TEMPLATE_DIR = join(PACKAGE_ROOT, 'systemd');
 /** Where the shipped unit files expect the bins; install-service replaces it with the real path. */
 const SHIPPED_BIN_DIR = '/usr/bin';
@@ -108,7 +107,12 @@ function readTemplate(name: string): string {
 function binRewriter(): (text: string) => string {
   const packageJson = join(PACKAGE_ROOT, 'package.json');
   const bins = (JSON.parse(readFileSync(packageJson, 'utf8')) as { bin?: Record<string, string> }).bin ?? {};
-  const commands = new Map(Object.entries(bins).map(([name, script]) => [name, `${execArg(process.execPath)} ${execArg(join(PACKAGE_ROOT, script))}`]));
+  const commands = new Map(
+    Object.entries(bins).map(([name, script]) => {
+      const path = join(PACKAGE_ROOT, script);
+      return [name, [execArg(process.execPath), ...shebangNodeFlags(path), execArg(path)].join(' ')];
+    }),
+  );
   const execStart = new RegExp(`^ExecStart=${escapeRegExp(SHIPPED_BIN_DIR)}/([\\w.-]+)(?=\\s|$)`, 'gm');
   return (text) => text.replace(execStart, (line, name: string) => (commands.has(name) ? `ExecStart=${commands.get(name)}` : line));
 }
