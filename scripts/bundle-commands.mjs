@@ -1,5 +1,5 @@
 // Bundles each command (and the verify worker it starts) into one file in dist/bin/, run by
-// `npm run build` after tsc has emitted dist/. Loading ~200 ESM modules one by one cost a start
+// `npm run build` after tsc has emitted dist/. Loading a command's ~200 modules one by one cost a start
 // about 150 ms on this project's 2-core machines; one file costs a few. Native code and the
 // optional native helpers of ws and pg stay outside: they are loaded at run time, when present.
 import { build } from 'esbuild';
