@@ -1,7 +1,6 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
 // A young generation of 8 MB instead of V8's 32: `taskhistory export` of a 260 MB log peaked at
 // 146-148 MB RSS, now 109-111 MB, in the same time. The bench runs it with these flags too.
-import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { registerExecCommand } from './commands/exec.js';
 import { registerInspectCommands } from './commands/inspect.js';
@@ -12,15 +11,14 @@ import { registerServiceCommands } from './commands/service.js';
 import { registerTailCommand } from './commands/tail.js';
 import { registerVerifyCommand } from './commands/verify.js';
 import { CliError, ExitCodes, describeError, integerAtLeast } from './commands/context.js';
+import { PACKAGE_VERSION } from '../node/package-root.js';
 import { DaemonUnreachableError } from './sdk.js';
 import { visibleLine } from './visible-text.js';
-
-const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 function buildProgram(): Command {
   const program = new Command('taskhistory')
     .description("log and inspect agents' multi-step tasks in the machine's taskhistoryd audit trail")
-    .version(version)
+    .version(PACKAGE_VERSION)
     .option('--socket <PATH>', "the daemon's socket (default: $TASKHISTORY_SOCKET, then the per-user or system default)")
     .option('--json', 'print JSON for scripts instead of readable text')
     .option('--timeout-ms <MS>', "how long to wait for the daemon's answer to each call (default 10000)", integerAtLeast(1))

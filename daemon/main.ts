@@ -5,7 +5,6 @@
 // by 25 % between full collections instead of up to 4x: logging 1,000,000 steps peaked at 161 MB RSS
 // instead of 217 (the heap swung 27-86 MB, now 20-28), at the same steps/s. The bench runs it with these flags too.
 import { mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { CommanderError } from 'commander';
 import { ErrorCodes, RpcError } from '../protocol/errors.js';
 import { BUILTIN_REDACTION_RULES } from '../protocol/redaction.js';
@@ -19,6 +18,7 @@ import type { Lifecycle } from './lifecycle.js';
 import { log, setLogLevel } from '../node/log.js';
 import { requireGroup } from '../node/account-lookup.js';
 import { nativeAddon, NativeAddonUnavailable } from '../node/native.js';
+import { PACKAGE_VERSION } from '../node/package-root.js';
 import { daemonWriter } from './peer-identity.js';
 import { TaskAccess } from './task-access.js';
 import { resolveMachineId } from './machine-id.js';
@@ -34,7 +34,6 @@ import { SubscriptionHub } from './subscriptions.js';
 import { inheritedListenFd, notifySystemd, startWatchdog } from './systemd.js';
 import { TamperWatch } from './tamper-watch.js';
 
-const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 /** Past this, a stop that is still draining exits anyway (systemd's TimeoutStopSec is larger). */
 const STOP_DEADLINE_MS = 8000;
 
@@ -102,7 +101,7 @@ function adminGroupId(settings: Settings): number | null {
 }
 
 function parseFlags(argv: string[]): Record<string, unknown> {
-  const program = daemonCommand(VERSION);
+  const program = daemonCommand(PACKAGE_VERSION);
   try {
     program.parse(argv);
   } catch (error) {
@@ -181,7 +180,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
 
   const rpc = new RpcDispatcher<MethodContext>(log, batchLimitsOf(settings));
   registerMethods(rpc, {
-    version: VERSION,
+    version: PACKAGE_VERSION,
     socketPath: settings.socketPath,
     dataFile: settings.dataFile,
     startedAt: Date.now(),
@@ -222,7 +221,7 @@ async function start(flags: Record<string, unknown>): Promise<void> {
   }
   const stopWatchdog = startWatchdog();
   const head = store.head;
-  log.info('ready', { version: VERSION, socket: listenFd === null ? settings.socketPath : `fd ${listenFd}`, data_file: settings.dataFile, machine_id: machineId, last_seq: head.seq, tasks: store.taskCount, running: store.runningTasks.length, cloud: settings.cloudUrl ?? 'disabled' });
+  log.info('ready', { version: PACKAGE_VERSION, socket: listenFd === null ? settings.socketPath : `fd ${listenFd}`, data_file: settings.dataFile, machine_id: machineId, last_seq: head.seq, tasks: store.taskCount, running: store.runningTasks.length, cloud: settings.cloudUrl ?? 'disabled' });
   await notifySystemd('READY=1', `STATUS=serving ${store.taskCount} tasks, last seq ${head.seq}`, `MAINPID=${process.pid}`);
 
   let stopping = false;
