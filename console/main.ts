@@ -21,6 +21,9 @@ const VIEWS: Record<ViewName, (context: ViewContext) => Promise<View>> = {
 
 /** Live events arriving in a burst (daemons pushing batches) are taken as one refresh. */
 const LIVE_COALESCE_MS = 100;
+/** A view that failed to load is loaded again after this, doubling up to MAX_RETRY_MS. */
+const FIRST_RETRY_MS = 1_000;
+const MAX_RETRY_MS = 10_000;
 
 const app = document.getElementById('app') as HTMLElement;
 
@@ -45,10 +48,20 @@ function showConsole(token: string): void {
   let rendering = 0;
   let stopped = false;
 
+  // A view the endpoint could not serve (down, or failing) is loaded again later, since no event may come to do it.
+  let retryTimer: ReturnType<typeof setTimeout> | undefined;
+  let retryMs = FIRST_RETRY_MS;
   const fail = (error: unknown) => {
     if (stopped) return;
     if (error instanceof Unauthorized) return leave(error.message);
+    // The view is gone from the page: the next refresh draws it anew.
+    current = null;
     replaceChildren(main, el('p', { class: 'message error', role: 'alert' }, error instanceof ApiError ? error.message : `The page failed: ${(error as Error).message}`));
+    if (error instanceof ApiError && (error.status === 0 || error.status >= 500)) {
+      clearTimeout(retryTimer);
+      retryTimer = setTimeout(() => refresh(), retryMs);
+      retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
+    }
   };
 
   const render = () => {
@@ -58,28 +71,45 @@ function showConsole(token: string): void {
       if (link.dataset.view === view || (view === 'task' && link.dataset.view === 'tasks')) link.setAttribute('aria-current', 'page');
       else link.removeAttribute('aria-current');
     }
-    VIEWS[view]({ api, params }).then((shown) => {
-      if (ticket !== rendering || stopped) return;
-      current = shown;
-      document.title = `${shown.title} · taskhistory`;
-      replaceChildren(main, shown.element);
-    }, fail);
+    return VIEWS[view]({ api, params }).then(
+      (shown) => {
+        if (ticket !== rendering || stopped) return;
+        current = shown;
+        retryMs = FIRST_RETRY_MS;
+        document.title = `${shown.title} · taskhistory`;
+        replaceChildren(main, shown.element);
+      },
+      (error: unknown) => {
+        if (ticket === rendering) fail(error);
+      },
+    );
   };
 
   // At most one refresh per LIVE_COALESCE_MS however fast pushes arrive; one of several machines' events stands for all.
+  // One at a time, so that an older answer never draws over a newer one.
   let refreshTimer: ReturnType<typeof setTimeout> | undefined;
   let pending: { event?: StoredEvent } | null = null;
+  let refreshing = false;
   const refresh = (event?: StoredEvent) => {
     if (pending) {
       if (pending.event?.machine_id !== event?.machine_id) pending.event = undefined;
       return;
     }
     pending = { event };
-    refreshTimer = setTimeout(() => {
-      const due = pending?.event;
-      pending = null;
-      void current?.refresh?.(due).catch(fail);
-    }, LIVE_COALESCE_MS);
+    if (!refreshing) refreshTimer = setTimeout(() => void runRefresh(), LIVE_COALESCE_MS);
+  };
+  const runRefresh = async () => {
+    const due = pending?.event;
+    pending = null;
+    refreshing = true;
+    const shown = current;
+    try {
+      await (shown ? shown.refresh?.(due) : render());
+    } catch (error) {
+      if (current === shown) fail(error);
+    }
+    refreshing = false;
+    if (pending && !stopped) refreshTimer = setTimeout(() => void runRefresh(), LIVE_COALESCE_MS);
   };
   let everLive = false;
   const feed = new LiveFeed(
@@ -99,6 +129,7 @@ function showConsole(token: string): void {
     stopped = true;
     feed.stop();
     clearTimeout(refreshTimer);
+    clearTimeout(retryTimer);
     window.removeEventListener('popstate', render);
     signOut(notice);
     showSignIn();

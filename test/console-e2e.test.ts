@@ -8,6 +8,7 @@ import { readJournalRecords } from '../node/journal-files.js';
 import { readDataFileContent } from './data-file-reading.js';
 import type { ChainRecord } from '../protocol/records.js';
 import { REPO, type Daemon, type RawSocket } from './daemon-harness.js';
+import { sleep, waitFor } from './processes.js';
 import { startConsoleSite, startPushingDaemon, waitForPushed, type ConsoleSite } from './console-site.js';
 
 /**
@@ -292,6 +293,47 @@ describe('the fleet console in Chromium', () => {
     await context.close();
   });
 
+  it('draws live refreshes in the order they were asked, and loads a view again after the endpoint failed it', async () => {
+    const { context, page, problems } = await openPage(chromium.browser);
+    const taskId = await createTask('alpha-box', 'Rotate the keys', 'operator', ['list', 'rotate', 'check']);
+    await signIn(page);
+    await page.goto(`${site.cloud.httpBase}/?view=task&machine=alpha-box&task=${taskId}`);
+    await page.getByRole('heading', { name: 'Rotate the keys' }).waitFor();
+    await page.locator('.live-state[data-state="live"]').waitFor();
+
+    // The answer to the first refresh (step 1) is held back until after step 2 is logged: drawn late, it would hide step 2.
+    const taskPath = `**/v1/machines/alpha-box/tasks/${taskId}`;
+    let releaseHeld!: () => void;
+    const held = new Promise<void>((resolve) => (releaseHeld = resolve));
+    let asked = false;
+    await page.route(taskPath, async (route) => {
+      asked = true;
+      const answer = await route.fetch();
+      await held;
+      await route.fulfill({ response: answer });
+    }, { times: 1 });
+    await logStep('alpha-box', taskId, 1, { command: 'vault list', exit_code: 0, duration_ms: 40 });
+    await waitForPushed(sockets['alpha-box']);
+    await waitFor(() => asked, 5_000, 'the page to ask for the task after step 1');
+    await logStep('alpha-box', taskId, 2, { command: 'vault rotate', exit_code: 0, duration_ms: 900 });
+    await waitForPushed(sockets['alpha-box']);
+    await sleep(500);
+    releaseHeld();
+    await page.locator('li.step[data-step="2"]').waitFor({ timeout: 5_000 });
+    await sleep(500);
+    expect(await page.locator('li.step').count()).toBe(2);
+
+    // The endpoint fails the refresh of step 3 (503): the page says so, then loads the task again by itself.
+    await page.route(taskPath, (route) => route.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: 'storage unavailable' }) }), { times: 1 });
+    await logStep('alpha-box', taskId, 3, { command: 'vault check', exit_code: 0, duration_ms: 60 });
+    await page.getByRole('alert').filter({ hasText: 'answered 503: storage unavailable' }).waitFor({ timeout: 5_000 });
+    await page.locator('li.step[data-step="3"]').waitFor({ timeout: 5_000 });
+    expect(await page.getByRole('alert').count()).toBe(0);
+    const failedLoad = (text: string) => text.includes('status of 503');
+    expectNoProblems({ ...problems, consoleErrors: problems.consoleErrors.filter((text) => !failedLoad(text)) });
+    await context.close();
+  });
+
   it('reconnects its live feed after the endpoint restarts, and signs out with a message when the token is revoked', async () => {
     const { context, page, problems } = await openPage(chromium.browser);
     await signIn(page);
@@ -317,8 +359,9 @@ describe('the fleet console in Chromium', () => {
     await page.getByRole('heading', { name: 'Sign in to the fleet console' }).waitFor({ timeout: 15_000 });
     expect(await page.locator('#sign-in-message').innerText()).toMatch(/refused this token.*revoked/);
     expect(await page.evaluate(() => sessionStorage.getItem('taskhistory.token'))).toBeNull();
-    // Chromium itself logs the 401 and the live feed's broken and refused connections while the endpoint was down; the page logs nothing.
-    const networkFailures = (text: string) => /net::ERR_\w+ \(\S+\/v1\/events\)$/.test(text);
+    // Chromium itself logs the 401 and the broken and refused connections of the live feed and of the view's reloads
+    // while the endpoint was down; the page logs nothing.
+    const networkFailures = (text: string) => /net::ERR_\w+ \(\S+\/v1\/(events|machines\/beta-box\/tasks\/\S+)\)$/.test(text);
     expectNoProblems({ ...problems, consoleErrors: problems.consoleErrors.filter((text) => !networkFailures(text)) }, { allow401: true });
     await context.close();
   });
