@@ -16,6 +16,9 @@ export interface LinePlace {
   length: number;
 }
 
+/** Where a seq known only by its hash is: nowhere yet. Shared: start-up appends one per step. */
+const STUB_LOCATION = Object.freeze({ form: RecordForm.stub, fileId: 0, offset: 0, length: 0, task: 0 });
+
 /** What memory keeps of a task: what `status` and trimming need, and the seqs of its records. */
 export interface TaskMeta {
   readonly ordinal: number;
@@ -123,17 +126,17 @@ export class ChainState {
 
   /** Appends a seq known only by its hash: a trimmed record, or a step whose view comes later in the file. */
   appendHash(seq: number, hash: string): void {
-    this.index.push(seq, hash, RecordKind.unknown, { form: RecordForm.stub, fileId: 0, offset: 0, length: 0, task: 0 });
+    this.index.push(seq, hash, RecordKind.unknown, STUB_LOCATION);
     this.head = { seq, hash };
   }
 
   /** A step view line of the data file for a seq appended by hash: the step is kept, its content there. */
-  claimStepView(seq: number, taskId: string, place: LinePlace): boolean {
+  claimStepView(seq: number, taskId: string, fileId: number, offset: number, length: number): boolean {
     const task = this.tasks.get(taskId);
     if (!task || !this.index.has(seq) || this.index.form(seq) !== RecordForm.stub) return false;
     if ((task.stepSeqs.last() ?? -1) >= seq) return false;
     this.index.setKind(seq, RecordKind.stepLogged);
-    this.index.setLocation(seq, { form: RecordForm.stepViewLine, ...place, task: task.ordinal });
+    this.index.setLocationOf(seq, RecordForm.stepViewLine, fileId, offset, length, task.ordinal);
     task.stepSeqs.push(seq);
     return true;
   }

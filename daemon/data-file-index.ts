@@ -19,23 +19,25 @@ export function indexDataFile(state: ChainState, fd: number, fileId: number, cac
   let tasksSeen = 0;
   const { head, count, machine_id: machineId } = walkDataFileV2(fd, {
     header: (header) => state.startAfter(header.anchor),
-    entry: (entry, text, place) => {
-      if (entry.seq !== state.head.seq + 1) throw new OtherLayout(`entry for seq ${entry.seq} where ${state.head.seq + 1} was expected`);
-      const record = entry.record;
-      if (!record) return state.appendHash(entry.seq, entry.hash);
+    stub: (seq, hash) => {
+      if (seq !== state.head.seq + 1) throw new OtherLayout(`entry for seq ${seq} where ${state.head.seq + 1} was expected`);
+      state.appendHash(seq, hash);
+    },
+    record: (record, line) => {
+      if (record.seq !== state.head.seq + 1) throw new OtherLayout(`entry for seq ${record.seq} where ${state.head.seq + 1} was expected`);
       // A step kept whole (it carries `elided`) has its texts in its view: the whole-document path handles it.
       if (record.type === 'step_logged') throw new OtherLayout(`seq ${record.seq} is a step record kept whole`);
       if (record.type === 'task_completed' && !state.tasks.has(record.task_id)) throw new OtherLayout(`seq ${record.seq} completes a task not created before it`);
-      state.apply(record, { fileId, ...place }, cacheLines ? text : undefined);
+      state.apply(record, { fileId, offset: line.offset, length: line.length }, cacheLines ? line.text() : undefined);
     },
     taskHead: (head) => {
       if (!state.tasks.has(head.task_id)) throw new OtherLayout(`task ${head.task_id} has no task_created entry`);
       taskId = head.task_id;
       tasksSeen++;
     },
-    step: (seq, text, place) => {
-      if (!state.claimStepView(seq, taskId as string, { fileId, ...place })) throw new OtherLayout(`step seq ${seq} is not a kept step of task ${taskId} in order`);
-      if (cacheLines) state.cacheLine(seq, RecordForm.stepViewLine, text());
+    step: (seq, line) => {
+      if (!state.claimStepView(seq, taskId as string, fileId, line.offset, line.length)) throw new OtherLayout(`step seq ${seq} is not a kept step of task ${taskId} in order`);
+      if (cacheLines) state.cacheLine(seq, RecordForm.stepViewLine, line.text());
     },
   });
   if (state.head.seq !== head.seq || state.head.hash !== head.hash) throw new OtherLayout(`"head" says seq ${head.seq}, the entries end at seq ${state.head.seq}`);

@@ -163,13 +163,18 @@ export class RecordIndex {
   }
 
   setLocation(seq: number, location: RecordLocation): void {
+    this.setLocationOf(seq, location.form, location.fileId, location.offset, location.length, location.task);
+  }
+
+  /** setLocation without an object: start-up places a step view per record. */
+  setLocationOf(seq: number, form: RecordFormValue, fileId: number, offset: number, length: number, task: number): void {
     const chunk = this.chunkOf(seq);
     const slot = this.slotOf(seq);
-    chunk.forms[slot] = location.form;
-    chunk.fileIds[slot] = location.fileId;
-    chunk.offsets[slot] = location.offset;
-    chunk.lengths[slot] = location.length;
-    chunk.tasks[slot] = location.task;
+    chunk.forms[slot] = form;
+    chunk.fileIds[slot] = fileId;
+    chunk.offsets[slot] = offset;
+    chunk.lengths[slot] = length;
+    chunk.tasks[slot] = task;
   }
 
   /**

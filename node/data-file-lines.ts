@@ -1,28 +1,55 @@
-import { DOCUMENT_END_LINE, parseHeader, parseTaskHead, peekEntrySeqHash, peekStepSeq, TASK_END_LINE, TASKS_SECTION_LINE, type DataFileV2Header, type EntryPeek, type TaskHead } from '../protocol/data-file-v2.js';
+import { DOCUMENT_END_LINE, parseEntryRecord, parseHeader, parseTaskHead, TASK_END_LINE, TASKS_SECTION_LINE, type DataFileV2Header, type TaskHead } from '../protocol/data-file-v2.js';
+import type { ChainRecord } from '../protocol/records.js';
 import { forEachLine } from './file-lines.js';
 
 /** The file is not a taskhistory/2 document in the daemon's line layout (v1, re-indented...): parse it whole instead. */
 export class OtherLayout extends Error {}
 
-/** Where an item's JSON is in the file: after its list comma, without its newline. */
-export interface ItemPlace {
-  offset: number;
-  length: number;
+/**
+ * The item a visitor is called for: its bytes without the list comma and the newline, and where they
+ * are in the file. Valid only during the call: the walk reuses it and its buffer for every line.
+ */
+export class ItemLine {
+  bytes: Buffer = Buffer.alloc(0);
+  start = 0;
+  end = 0;
+  offset = 0;
+
+  get length(): number {
+    return this.end - this.start;
+  }
+
+  text(): string {
+    return this.bytes.toString('utf8', this.start, this.end);
+  }
 }
 
 /** What a walk of the layout hands on, item by item, in file order. Any of them may throw OtherLayout. */
 export interface DataFileV2Visitor {
   header(header: DataFileV2Header): void;
-  entry(entry: EntryPeek, text: string, place: ItemPlace): void;
+  /** A `[seq,"hash"]` entry: its record is a step view further on, or no longer kept. */
+  stub(seq: number, hash: string, line: ItemLine): void;
+  /** An entry kept whole. */
+  record(record: ChainRecord, line: ItemLine): void;
   endEntries?(): void;
-  taskHead(head: TaskHead, place: ItemPlace): void;
-  /** A step view: its seq from the line's prefix; `text` decodes the whole item only when called. */
-  step(seq: number, text: () => string, place: ItemPlace): void;
+  taskHead(head: TaskHead, line: ItemLine): void;
+  /** A step view, its seq read from the line's `{"seq":N,` start. */
+  step(seq: number, line: ItemLine): void;
 }
 
 const COMMA = 0x2c;
-/** Enough of a step view line to hold its `{"seq":N,` prefix. */
-const STEP_PREFIX_BYTES = 32;
+const QUOTE = 0x22;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const DIGIT_0 = 0x30;
+const LOWER_A = 0x61;
+/** The 1-16 digits of a seq, as JSON writes a safe integer. */
+const MAX_SEQ_DIGITS = 16;
+const HASH_HEX_DIGITS = 64;
+/** A stub's bytes besides its seq's digits: `[`, `,"`, the hash, `"]`. */
+const STUB_FIXED_BYTES = 1 + 2 + HASH_HEX_DIGITS + 2;
+/** How a step view line starts: `{"seq":` and its seq's digits, then a comma. */
+const STEP_VIEW_START = Buffer.from('{"seq":', 'latin1');
 const withoutNewline = (line: string) => line.slice(0, -1);
 const TASKS_SECTION = withoutNewline(TASKS_SECTION_LINE);
 const TASK_END = withoutNewline(TASK_END_LINE);
@@ -39,18 +66,29 @@ export function walkDataFileV2(fd: number, visitor: DataFileV2Visitor): DataFile
   let header: DataFileV2Header | null = null;
   // Whether the next item is the first of its list (entries, tasks, a task's steps): it has no comma.
   let first = true;
+  const line = new ItemLine();
   const scanned = forEachLine(fd, 0, (bytes, start, end, fileOffset) => {
     const comma = bytes[start] === COMMA ? 1 : 0;
     if ((comma === 1) === first && state !== 'header') {
-      const isSectionEnd = bytes[start] === 0x5d; // `]`: ends a list, never an item
+      const isSectionEnd = bytes[start] === CLOSE_BRACKET; // ends a list, never an item
       if (!isSectionEnd) throw new OtherLayout(`a list comma is missing or misplaced at byte ${fileOffset}`);
     }
-    const place = { offset: fileOffset + comma, length: end - start - comma };
-    if (state === 'steps' && bytes[start] !== 0x5d) {
-      const prefix = bytes.toString('latin1', start, Math.min(end, start + STEP_PREFIX_BYTES));
-      const seq = peekStepSeq(prefix);
-      if (seq === null) throw new OtherLayout(`not a step view at byte ${fileOffset}`);
-      visitor.step(seq, () => bytes.toString('utf8', start + comma, end), place);
+    line.bytes = bytes;
+    line.start = start + comma;
+    line.end = end;
+    line.offset = fileOffset + comma;
+    // Stubs and step views, one of each per record, are read from the bytes: no string, no regex, no object.
+    if (state === 'steps' && bytes[start] !== CLOSE_BRACKET) {
+      const seq = stepViewSeqAt(bytes, line.start, end);
+      if (seq < 0) throw new OtherLayout(`not a step view at byte ${fileOffset}`);
+      visitor.step(seq, line);
+      first = false;
+      return;
+    }
+    if (state === 'entries' && bytes[line.start] === OPEN_BRACKET) {
+      const seq = stubSeqAt(bytes, line.start, end);
+      if (seq < 0) throw new OtherLayout(`not a chain entry at byte ${fileOffset}`);
+      visitor.stub(seq, bytes.toString('latin1', end - 2 - HASH_HEX_DIGITS, end - 2), line);
       first = false;
       return;
     }
@@ -70,9 +108,9 @@ export function walkDataFileV2(fd: number, visitor: DataFileV2Visitor): DataFile
           first = true;
           return;
         }
-        const entry = peekEntrySeqHash(text);
-        if (!entry) throw new OtherLayout(`not a chain entry at byte ${fileOffset}`);
-        visitor.entry(entry, text.slice(comma), place);
+        const record = parseEntryRecord(text);
+        if (!record) throw new OtherLayout(`not a chain entry at byte ${fileOffset}`);
+        visitor.record(record, line);
         first = false;
         return;
       }
@@ -83,7 +121,7 @@ export function walkDataFileV2(fd: number, visitor: DataFileV2Visitor): DataFile
         }
         const head = parseTaskHead(text);
         if (!head) throw new OtherLayout(`not a task head at byte ${fileOffset}`);
-        visitor.taskHead(head, place);
+        visitor.taskHead(head, line);
         state = 'steps';
         first = true;
         return;
@@ -99,4 +137,38 @@ export function walkDataFileV2(fd: number, visitor: DataFileV2Visitor): DataFile
   });
   if (scanned.partial || state !== 'done' || !header) throw new OtherLayout('the document ends early');
   return header;
+}
+
+/** The seq of a `[seq,"hash"]` stub in bytes[start..end), the hash 64 lowercase hex digits; -1 for any other line. */
+export function stubSeqAt(bytes: Buffer, start: number, end: number): number {
+  const digits = end - start - STUB_FIXED_BYTES;
+  if (digits < 1 || digits > MAX_SEQ_DIGITS || bytes[start] !== OPEN_BRACKET || bytes[end - 1] !== CLOSE_BRACKET || bytes[end - 2] !== QUOTE) return -1;
+  const hashStart = end - 2 - HASH_HEX_DIGITS;
+  if (bytes[hashStart - 2] !== COMMA || bytes[hashStart - 1] !== QUOTE) return -1;
+  for (let i = hashStart; i < end - 2; i++) {
+    const byte = bytes[i];
+    if (!((byte >= DIGIT_0 && byte <= DIGIT_0 + 9) || (byte >= LOWER_A && byte <= LOWER_A + 5))) return -1;
+  }
+  return seqAt(bytes, start + 1, start + 1 + digits);
+}
+
+/** The seq of a step view line in bytes[start..end), from its `{"seq":N,` start; -1 for any other line. */
+export function stepViewSeqAt(bytes: Buffer, start: number, end: number): number {
+  const digitsStart = start + STEP_VIEW_START.length;
+  if (end - digitsStart < 2) return -1;
+  for (let i = 0; i < STEP_VIEW_START.length; i++) if (bytes[start + i] !== STEP_VIEW_START[i]) return -1;
+  const limit = Math.min(end, digitsStart + MAX_SEQ_DIGITS + 1);
+  for (let i = digitsStart + 1; i < limit; i++) if (bytes[i] === COMMA) return seqAt(bytes, digitsStart, i);
+  return -1;
+}
+
+/** The decimal digits bytes[from..to) as a safe integer; -1 if any is not a digit or it is too large. */
+function seqAt(bytes: Buffer, from: number, to: number): number {
+  let value = 0;
+  for (let i = from; i < to; i++) {
+    const digit = bytes[i] - DIGIT_0;
+    if (digit < 0 || digit > 9) return -1;
+    value = value * 10 + digit;
+  }
+  return Number.isSafeInteger(value) ? value : -1;
 }

@@ -74,11 +74,12 @@ function streamDataFileV2(fd: number, hashesFrom?: (firstSeq: number) => SeqHash
   try {
     header = walkDataFileV2(fd, {
       header: (found) => verifier.acceptHeader(found),
-      entry: (peek) => verifier.acceptEntry(peek.record ?? [peek.seq, peek.hash]),
+      stub: (seq, hash) => verifier.acceptEntry([seq, hash]),
+      record: (record) => verifier.acceptEntry(record),
       endEntries: () => verifier.endEntries(),
       taskHead: (head) => verifier.acceptTaskHead(head),
-      step: (_seq, text) => {
-        const view = parseJsonLine(text());
+      step: (_seq, line) => {
+        const view = parseJsonLine(line.text());
         if (view === null) throw new OtherLayout('a step view is not JSON');
         verifier.acceptStepView(view);
       },

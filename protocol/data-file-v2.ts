@@ -205,32 +205,12 @@ export function dataFileContent(doc: DataFileV1 | DataFileV2, sha256Hex: Sha256H
   return { machine_id, max_tasks, head, tasks, anchor, stubs, records };
 }
 
-// ---- decoders for the fast scan (lines without their "\n") ----
+// ---- decoders for the fast scan (lines without their "\n"); node/data-file-lines.ts reads stubs and step seqs from the bytes ----
 
-const STUB_LINE = /^,?\[(\d{1,16}),"([0-9a-f]{64})"\]$/;
-const STEP_SEQ = /^,?\{"seq":(\d{1,16}),/;
-
-export interface EntryPeek {
-  seq: number;
-  hash: string;
-  /** A full record (then `record` is it), else a `[seq, hash]` stub. */
-  full: boolean;
-  record?: ChainRecord;
-}
-
-/** The seq and hash of a chain entry line; `[seq,"hash"]` is read without JSON.parse. */
-export function peekEntrySeqHash(line: string): EntryPeek | null {
-  const stub = STUB_LINE.exec(line);
-  if (stub) return safeSeq(stub[1]) === null ? null : { seq: Number(stub[1]), hash: stub[2], full: false };
+/** A chain entry line kept whole: its record, or null for anything else (a stub among them). */
+export function parseEntryRecord(line: string): ChainRecord | null {
   const value = parseJson(line.startsWith(',') ? line.slice(1) : line);
-  if (!isRecordLike(value)) return null;
-  return { seq: value.seq, hash: value.hash, full: true, record: value };
-}
-
-/** The seq of a step view line, from its `{"seq":N,` prefix. */
-export function peekStepSeq(line: string): number | null {
-  const match = STEP_SEQ.exec(line);
-  return match ? safeSeq(match[1]) : null;
+  return isRecordLike(value) ? value : null;
 }
 
 export function isTaskHeadLine(line: string): boolean {
@@ -254,11 +234,6 @@ export function parseHeader(line: string): DataFileV2Header | null {
 
 function isPoint(p: unknown): p is ChainPoint {
   return !!p && typeof p === 'object' && Number.isSafeInteger((p as ChainPoint).seq) && typeof (p as ChainPoint).hash === 'string';
-}
-
-function safeSeq(digits: string): number | null {
-  const n = Number(digits);
-  return Number.isSafeInteger(n) ? n : null;
 }
 
 function parseJson(text: string): unknown {

@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { stepViewSeqAt, stubSeqAt } from '../node/data-file-lines.js';
 import { DATA_FILE_FORMAT, DATA_FILE_FORMAT_V1, type DataFileV1, type DataFileV2 } from '../protocol/data-file.js';
 import {
   chainEntryOf,
@@ -11,8 +12,7 @@ import {
   isTaskHeadLine,
   parseHeader,
   parseTaskHead,
-  peekEntrySeqHash,
-  peekStepSeq,
+  parseEntryRecord,
   rebuildStepRecord,
   dataFileContent,
   expandStepView,
@@ -164,18 +164,36 @@ describe('the taskhistory/2 encoding', () => {
   it('decodes its own lines for a scan, and answers null to anything in another layout', () => {
     expect(parseHeader(lines[0].slice(0, -1))).toEqual({ machine_id: 'm-1', max_tasks: 10, count: 3, head: content.head, anchor: content.anchor });
     const entries = lines.slice(1, 1 + content.head.seq - content.anchor.seq);
+    const withoutComma = (line: string) => Buffer.from(line.slice(line.startsWith(',') ? 1 : 0, -1), 'utf8');
+    let stubs = 0;
     entries.forEach((line, i) => {
       const record = fixture.records[3 + i];
-      const peek = peekEntrySeqHash(line.slice(0, -1))!;
-      expect({ seq: peek.seq, hash: peek.hash }).toEqual({ seq: record.seq, hash: record.hash });
-      if (peek.full) expect(peek.record).toEqual(JSON.parse(line.replace(/^,/, '')) as ChainRecord);
+      const bytes = withoutComma(line);
+      const whole = parseEntryRecord(line.slice(0, -1));
+      if (whole) {
+        expect(whole).toEqual(JSON.parse(line.replace(/^,/, '')) as ChainRecord);
+        expect(stubSeqAt(bytes, 0, bytes.length)).toBe(-1);
+      } else {
+        stubs++;
+        expect(JSON.parse(bytes.toString())).toEqual([record.seq, record.hash]);
+        expect(stubSeqAt(bytes, 0, bytes.length)).toBe(record.seq);
+      }
     });
+    expect(stubs).toBeGreaterThan(0);
     const heads = lines.filter((l) => isTaskHeadLine(l.slice(0, -1)));
     expect(heads.map((l) => parseTaskHead(l.slice(0, -1)))).toEqual(doc.tasks.map(({ steps: _s, ...head }) => head));
     const stepLines = lines.filter((l) => /^,?\{"seq":/.test(l));
-    expect(stepLines.map((l) => peekStepSeq(l.slice(0, -1)))).toEqual(doc.tasks.flatMap((t) => t.steps.map((s) => s.seq)));
-    for (const foreign of ['[ 4, "' + 'a'.repeat(64) + '"]', '[4,"' + 'A'.repeat(64) + '"]', '{"seq": 4}', 'not json', '']) expect(peekEntrySeqHash(foreign)).toBeNull();
-    expect(peekStepSeq('{ "seq": 4, "step": 1}')).toBeNull();
+    expect(stepLines.map(withoutComma).map((bytes) => stepViewSeqAt(bytes, 0, bytes.length))).toEqual(doc.tasks.flatMap((t) => t.steps.map((s) => s.seq)));
+    const hash = 'a'.repeat(64);
+    const foreignStubs = [`[ 4, "${hash}"]`, `[4,"${'A'.repeat(64)}"]`, `[4,"${hash.slice(1)}g"]`, `[4,"${hash}0"]`, `[,"${hash}"]`, `[4x,"${hash}"]`, `[99999999999999999,"${hash}"]`, `[9007199254740993,"${hash}"]`, `[4,'${hash}']`, '[4]', ''];
+    for (const foreign of foreignStubs) expect(stubSeqAt(Buffer.from(foreign), 0, foreign.length), foreign).toBe(-1);
+    const framed = `x[9007199254740991,"${hash}"]y`;
+    expect(stubSeqAt(Buffer.from(framed), 1, framed.length - 1)).toBe(9007199254740991);
+    for (const foreign of ['{ "seq": 4, "step": 1}', '{"seq":4}', '{"seq":,', '{"seq":12345678901234567,', '{"seq":4x,', '{"seq"', '']) {
+      expect(stepViewSeqAt(Buffer.from(foreign), 0, foreign.length), foreign).toBe(-1);
+    }
+    expect(stepViewSeqAt(Buffer.from('{"seq":0012,"step":1}'), 0, 21)).toBe(12);
+    for (const foreign of ['[4,"' + hash + '"]', '{"seq": 4}', 'not json', '']) expect(parseEntryRecord(foreign)).toBeNull();
     expect(parseHeader(JSON.stringify(JSON.parse(text), null, 2).split('\n')[0])).toBeNull();
     expect(parseTaskHead('{"task_id":"t", "seq": "x","steps":[')).toBeNull();
     expect(isTaskHeadLine(stepLines[0].slice(0, -1))).toBe(false);
