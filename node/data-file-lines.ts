@@ -77,7 +77,7 @@ export function walkDataFileV2(fd: number, visitor: DataFileV2Visitor): DataFile
     line.start = start + comma;
     line.end = end;
     line.offset = fileOffset + comma;
-    // Stubs and step views, one of each per record, are read from the bytes: no string, no regex, no object.
+    // Stubs and step views, one of each per record, are read from the bytes: no line decoded, no regex, no object.
     if (state === 'steps' && bytes[start] !== CLOSE_BRACKET) {
       const seq = stepViewSeqAt(bytes, line.start, end);
       if (seq < 0) throw new OtherLayout(`not a step view at byte ${fileOffset}`);
