@@ -78,6 +78,7 @@ export class ChainState {
     this.startAfter({ seq: 0, hash: GENESIS_HASH });
     this.tasks.clear();
     this.byOrdinal.clear();
+    this.nextOrdinal = 1;
     this.finished = [];
     this.exhausted = null;
     this.cache.clear();
@@ -128,6 +129,13 @@ export class ChainState {
   appendHash(seq: number, hash: string): void {
     this.index.push(seq, hash, RecordKind.unknown, STUB_LOCATION);
     this.head = { seq, hash };
+  }
+
+  /** appendHash for consecutive seqs from `firstSeq`, their hashes binary (32 bytes each). */
+  appendHashes(firstSeq: number, hashes: Buffer): void {
+    if (hashes.length === 0) return;
+    this.index.pushHashes(firstSeq, hashes);
+    this.head = { seq: this.index.lastSeq, hash: hashes.toString('hex', hashes.length - 32) };
   }
 
   /** A step view line of the data file for a seq appended by hash: the step is kept, its content there. */

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { fstatSync } from 'node:fs';
+import { fstatSync, type Stats } from 'node:fs';
 import {
   DOCUMENT_END_LINE,
   TASK_END_LINE,
@@ -15,10 +15,12 @@ import {
 import { recordHash, type ChainPoint, type ChainRecord, type StepLoggedRecord } from '../protocol/records.js';
 import type { StepView, TaskView } from '../protocol/task-view.js';
 import { DurableFileWriter } from '../node/durable-files.js';
+import { log } from '../node/log.js';
 import { sha256Hex } from '../node/sha256.js';
 import { RecordDamaged, type ChainState, type TaskMeta } from './chain-state.js';
 import { OffsetColumn } from './offset-column.js';
 import { RecordForm, RecordKind } from './record-index.js';
+import { writeTasksSectionIndex } from './tasks-section-index.js';
 
 /** Bytes gathered before one write: small enough that building them never holds the event loop for long. */
 const CHUNK_BYTES = 256 * 1024;
@@ -70,6 +72,9 @@ export class CheckpointWriter {
   private readonly anchor: ChainPoint;
   private readonly forms: Uint8Array;
   private readonly tasks: { task: TaskMeta; head: TaskView; steps: number }[];
+  /** Where the tasks section starts, and each task head line's bytes: the tasks index's part of the layout. */
+  private tasksAt = 0;
+  private readonly headBytes: number[] = [];
 
   constructor(
     private readonly state: ChainState,
@@ -99,9 +104,28 @@ export class CheckpointWriter {
       throw error;
     }
     const fd = await out.commit();
-    const { ino, mtimeMs, size } = fstatSync(fd);
+    const stats = fstatSync(fd);
     const fileId = this.state.files.add(fd, this.dataFile);
-    return { fileId, head: this.head, size, sha256: this.digest.digest('hex'), ino, mtimeMs };
+    await this.writeTasksIndex(stats);
+    return { fileId, head: this.head, size: stats.size, sha256: this.digest.digest('hex'), ino: stats.ino, mtimeMs: stats.mtimeMs };
+  }
+
+  /** The tasks section's layout beside the file, for the next start; without it that start reads the whole file. */
+  private async writeTasksIndex(stats: Stats): Promise<void> {
+    const tasks = this.tasks.map(({ task, steps }, t) => ({
+      createdSeq: task.seq,
+      headBytes: this.headBytes[t],
+      steps,
+      step: (s: number) => {
+        const seq = task.stepSeqs.at(s);
+        return { seq, lineBytes: this.newLengths[seq - this.anchor.seq - 1] + (s === 0 ? 1 : 2) };
+      },
+    }));
+    try {
+      await writeTasksSectionIndex(this.dataFile, stats, this.tasksAt, tasks);
+    } catch (error) {
+      log.warn('could not write the data file\'s tasks index; the next start reads the whole file', { file: this.dataFile, error: (error as NodeJS.ErrnoException).code ?? String(error) });
+    }
   }
 
   /** Points every record still kept at its line in the new file (synchronous: no read sees half of it). */
@@ -124,8 +148,11 @@ export class CheckpointWriter {
       await this.putLocated(seq, RecordForm.recordLine, entryLine(record, first), first);
     }
     await this.put(TASKS_SECTION_LINE);
+    this.tasksAt = (this.out as DurableFileWriter).position + this.chunkBytes;
     for (const [t, { task, head: taskHead, steps }] of this.tasks.entries()) {
-      await this.put(taskHeadLine(taskHead, t === 0));
+      const headLine = taskHeadLine(taskHead, t === 0);
+      this.headBytes[t] = Buffer.byteLength(headLine);
+      await this.put(headLine);
       for (let s = 0; s < steps; s++) {
         const seq = task.stepSeqs.at(s);
         if (this.repair || this.forms[seq - this.anchor.seq - 1] !== RecordForm.stepViewLine) {

@@ -8,7 +8,8 @@ import { log } from '../node/log.js';
 import { sha256Hex } from '../node/sha256.js';
 import type { ChainState } from './chain-state.js';
 import { OtherLayout } from '../node/data-file-lines.js';
-import { indexDataFile } from './data-file-index.js';
+import { indexDataFile, indexDataFileByTasksIndex } from './data-file-index.js';
+import { readTasksSectionIndex } from './tasks-section-index.js';
 
 export interface OpenedDataFile {
   fileId: number;
@@ -52,8 +53,22 @@ function openIndexed(state: ChainState, dataFile: string, cacheBytes: number): O
   }
   const stats = fstatSync(fd);
   const fileId = state.files.add(fd, dataFile);
+  const cacheLines = stats.size <= cacheBytes;
   try {
-    return { fileId, stats, ...indexDataFile(state, fd, fileId, stats.size <= cacheBytes) };
+    // A large file's tasks index spares reading its steps; a small file is read whole anyway, for the cache.
+    const tasksIndex = cacheLines ? null : readTasksSectionIndex(dataFile, stats);
+    if (tasksIndex) {
+      try {
+        const indexed = indexDataFileByTasksIndex(state, fd, fileId, tasksIndex);
+        log.info('placed the data file\'s steps from its tasks index, without reading them', { file: dataFile, tasks: tasksIndex.tasks.length });
+        return { fileId, stats, ...indexed };
+      } catch (error) {
+        if (!(error instanceof OtherLayout)) throw error;
+        log.warn('the data file\'s tasks index does not fit it; reading the whole file instead', { file: dataFile, why: error.message });
+        state.clear();
+      }
+    }
+    return { fileId, stats, ...indexDataFile(state, fd, fileId, cacheLines) };
   } catch (error) {
     state.files.close(fileId);
     state.clear();

@@ -90,6 +90,24 @@ export class RecordIndex {
     this.setLocation(seq, location);
   }
 
+  /**
+   * Appends seqs known only by their hashes (32 bytes each, binary) from `firstSeq` on: stubs of
+   * unknown kind, which is what a fresh slot's zeros are, so only the hashes are copied.
+   */
+  pushHashes(firstSeq: number, hashes: Buffer): void {
+    if (firstSeq !== this.lastSeq + 1) throw new Error(`record index: seq ${firstSeq} does not follow ${this.lastSeq}`);
+    const total = hashes.length / HASH_BYTES;
+    for (let done = 0; done < total; ) {
+      if (this.count % CHUNK_RECORDS === 0) this.addChunk();
+      const chunk = this.chunks[this.chunks.length - 1];
+      const slot = this.count % CHUNK_RECORDS;
+      const take = Math.min(CHUNK_RECORDS - slot, total - done);
+      hashes.copy(chunk.hashes as Buffer, slot * HASH_BYTES, done * HASH_BYTES, (done + take) * HASH_BYTES);
+      this.count += take;
+      done += take;
+    }
+  }
+
   kindOf(seq: number): RecordKindValue {
     const chunk = this.chunkOf(seq);
     const slot = this.slotOf(seq);

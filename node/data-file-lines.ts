@@ -42,7 +42,6 @@ const QUOTE = 0x22;
 const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
 const DIGIT_0 = 0x30;
-const LOWER_A = 0x61;
 /** The 1-16 digits of a seq, as JSON writes a safe integer. */
 const MAX_SEQ_DIGITS = 16;
 const HASH_HEX_DIGITS = 64;
@@ -139,17 +138,40 @@ export function walkDataFileV2(fd: number, visitor: DataFileV2Visitor): DataFile
   return header;
 }
 
+/** Each byte's value as a lowercase hex digit; INVALID_HEX for any other byte. */
+const INVALID_HEX = 16;
+const HEX_VALUES = new Uint8Array(256).fill(INVALID_HEX);
+for (let digit = 0; digit < 16; digit++) HEX_VALUES['0123456789abcdef'.charCodeAt(digit)] = digit;
+
 /** The seq of a `[seq,"hash"]` stub in bytes[start..end), the hash 64 lowercase hex digits; -1 for any other line. */
 export function stubSeqAt(bytes: Buffer, start: number, end: number): number {
+  const digits = stubDigits(bytes, start, end);
+  if (digits < 0) return -1;
+  let invalid = 0;
+  for (let i = end - 2 - HASH_HEX_DIGITS; i < end - 2; i++) invalid |= HEX_VALUES[bytes[i]];
+  return invalid & INVALID_HEX ? -1 : seqAt(bytes, start + 1, start + 1 + digits);
+}
+
+/** stubSeqAt that also decodes the hash into target[at..at+32), in the same pass over its digits. */
+export function readStubInto(bytes: Buffer, start: number, end: number, target: Buffer, at: number): number {
+  const digits = stubDigits(bytes, start, end);
+  if (digits < 0) return -1;
+  let invalid = 0;
+  for (let i = 0, hex = end - 2 - HASH_HEX_DIGITS; i < HASH_HEX_DIGITS / 2; i++, hex += 2) {
+    const high = HEX_VALUES[bytes[hex]];
+    const low = HEX_VALUES[bytes[hex + 1]];
+    invalid |= high | low;
+    target[at + i] = (high << 4) | low;
+  }
+  return invalid & INVALID_HEX ? -1 : seqAt(bytes, start + 1, start + 1 + digits);
+}
+
+/** How many digits a line shaped `[digits,"<64 bytes>"]` has for its seq; -1 for any other shape. */
+function stubDigits(bytes: Buffer, start: number, end: number): number {
   const digits = end - start - STUB_FIXED_BYTES;
   if (digits < 1 || digits > MAX_SEQ_DIGITS || bytes[start] !== OPEN_BRACKET || bytes[end - 1] !== CLOSE_BRACKET || bytes[end - 2] !== QUOTE) return -1;
   const hashStart = end - 2 - HASH_HEX_DIGITS;
-  if (bytes[hashStart - 2] !== COMMA || bytes[hashStart - 1] !== QUOTE) return -1;
-  for (let i = hashStart; i < end - 2; i++) {
-    const byte = bytes[i];
-    if (!((byte >= DIGIT_0 && byte <= DIGIT_0 + 9) || (byte >= LOWER_A && byte <= LOWER_A + 5))) return -1;
-  }
-  return seqAt(bytes, start + 1, start + 1 + digits);
+  return bytes[hashStart - 2] === COMMA && bytes[hashStart - 1] === QUOTE ? digits : -1;
 }
 
 /** The seq of a step view line in bytes[start..end), from its `{"seq":N,` start; -1 for any other line. */

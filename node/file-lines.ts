@@ -19,6 +19,31 @@ export function forEachLine(
   onLine: (bytes: Buffer, start: number, end: number, fileOffset: number) => void,
   stopAtByte?: number,
 ): { end: number; partial: boolean; dataEnd: number } {
+  return forEachLineRun(
+    fd,
+    from,
+    (bytes, start, end, fileOffset) => {
+      for (let lineStart = start; lineStart < end; ) {
+        const newline = bytes.indexOf(NEWLINE, lineStart);
+        onLine(bytes, lineStart, newline, fileOffset + lineStart - start);
+        lineStart = newline + 1;
+      }
+    },
+    stopAtByte,
+  );
+}
+
+/**
+ * forEachLine a run of lines at a time: `bytes[start..end)` holds whole lines, each with its "\n",
+ * the first at `fileOffset`; a caller with a loop of its own over them makes no call per line.
+ * `onRun` returning true stops the walk after that run.
+ */
+export function forEachLineRun(
+  fd: number,
+  from: number,
+  onRun: (bytes: Buffer, start: number, end: number, fileOffset: number) => boolean | void,
+  stopAtByte?: number,
+): { end: number; partial: boolean; dataEnd: number } {
   let buffer = Buffer.allocUnsafe(CHUNK_BYTES);
   // buffer[0..filled) holds bytes from file offset `base`; a pending line starts at 0.
   let base = from;
@@ -31,24 +56,19 @@ export function forEachLine(
     }
     let read = readSync(fd, buffer, filled, buffer.length - filled, base + filled);
     if (read === 0) return { end: base, partial: filled > 0, dataEnd: base + filled };
-    const scanFrom = filled;
     const stop = stopAtByte === undefined ? -1 : buffer.subarray(filled, filled + read).indexOf(stopAtByte);
     if (stop !== -1) read = stop;
+    const scanFrom = filled;
     filled += read;
-    const data = buffer.subarray(0, filled);
-    let lineStart = 0;
-    let newline = data.indexOf(NEWLINE, scanFrom);
-    while (newline !== -1) {
-      onLine(buffer, lineStart, newline, base + lineStart);
-      lineStart = newline + 1;
-      newline = data.indexOf(NEWLINE, lineStart);
-    }
-    if (stop !== -1) return { end: base + lineStart, partial: filled > lineStart, dataEnd: base + filled };
+    const lastNewline = buffer.subarray(scanFrom, filled).lastIndexOf(NEWLINE);
+    const linesEnd = lastNewline === -1 ? 0 : scanFrom + lastNewline + 1;
+    if (linesEnd > 0 && onRun(buffer, 0, linesEnd, base) === true) return { end: base + linesEnd, partial: false, dataEnd: base + filled };
+    if (stop !== -1) return { end: base + linesEnd, partial: filled > linesEnd, dataEnd: base + filled };
     // Keep the unfinished line at the front; only it is copied, once per chunk.
-    if (lineStart > 0) {
-      buffer.copy(buffer, 0, lineStart, filled);
-      filled -= lineStart;
-      base += lineStart;
+    if (linesEnd > 0) {
+      buffer.copy(buffer, 0, linesEnd, filled);
+      filled -= linesEnd;
+      base += linesEnd;
     }
   }
 }

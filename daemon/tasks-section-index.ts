@@ -1,0 +1,148 @@
+import { closeSync, constants, fstatSync, readSync, type Stats } from 'node:fs';
+import { crc32 } from 'node:zlib';
+import { DurableFileWriter, openRegularFileSync } from '../node/durable-files.js';
+
+/**
+ * `task_history.json.tasks-index`: the layout of a checkpoint's tasks section (each task's created
+ * seq and head line's bytes, then each of its steps' seq and line's bytes), written beside the
+ * checkpoint right after it. The tasks section is nearly all of a large data file (every kept
+ * step's texts); with this a start reads only the entries before it, so start-up does not grow with
+ * the bytes of the steps' outputs. 16 bytes a step: 1.2 % of the file at 1 KiB outputs.
+ *
+ * Only a cache: a start ignores one that is not about exactly this data file (inode, size, mtime),
+ * is torn (CRC-32) or does not add up to the file's size, and walks the file instead. The full
+ * verification in the background still reads every line.
+ *
+ * Layout: float64 numbers in the machine's byte order (the file never leaves it), per task
+ * `createdSeq, headBytes, steps, (seq, lineBytes) x steps`; then a JSON trailer, its byte length
+ * (u32), the CRC-32 of everything before it (u32) and the magic.
+ */
+export const TASKS_INDEX_SUFFIX = '.tasks-index';
+const MAGIC = Buffer.from('THTASKS1', 'latin1');
+const FORMAT = 'taskhistory-tasks-index/1';
+const TAIL_BYTES = 4 + 4 + MAGIC.length;
+/** Numbers gathered before one write. */
+const BATCH_NUMBERS = 8192;
+
+interface Trailer {
+  format: string;
+  data_file: { ino: number; size: number; mtime_ms: number };
+  /** Where the tasks section's first line starts. */
+  tasks_at: number;
+  numbers: number;
+}
+
+/** One task of the section, as the writer knows it. */
+export interface SectionTask {
+  createdSeq: number;
+  headBytes: number;
+  steps: number;
+  /** The seq and the whole line's bytes (list comma and newline included) of its step `s`. */
+  step(s: number): { seq: number; lineBytes: number };
+}
+
+/** The section as read back: per task its created seq, head line bytes and steps. */
+export interface TasksSectionIndex {
+  tasksAt: number;
+  tasks: { createdSeq: number; headBytes: number; steps: Float64Array }[];
+}
+
+export function tasksIndexPath(dataFile: string): string {
+  return `${dataFile}${TASKS_INDEX_SUFFIX}`;
+}
+
+/** Writes the index of a data file just put in place (`identity`: its fstat), atomically. */
+export async function writeTasksSectionIndex(dataFile: string, identity: Stats, tasksAt: number, tasks: SectionTask[]): Promise<void> {
+  const out = await DurableFileWriter.create(tasksIndexPath(dataFile));
+  try {
+    let crc = 0;
+    const put = async (bytes: Buffer) => {
+      crc = crc32(bytes, crc);
+      await out.write(bytes);
+    };
+    let batch = new Float64Array(BATCH_NUMBERS);
+    let batched = 0;
+    let numbers = 0;
+    const add = async (value: number) => {
+      batch[batched++] = value;
+      numbers++;
+      if (batched < BATCH_NUMBERS) return;
+      await put(Buffer.from(batch.buffer));
+      batch = new Float64Array(BATCH_NUMBERS);
+      batched = 0;
+    };
+    for (const task of tasks) {
+      await add(task.createdSeq);
+      await add(task.headBytes);
+      await add(task.steps);
+      for (let s = 0; s < task.steps; s++) {
+        const { seq, lineBytes } = task.step(s);
+        await add(seq);
+        await add(lineBytes);
+      }
+    }
+    if (batched > 0) await put(Buffer.from(batch.buffer, 0, batched * 8));
+    const trailer: Trailer = { format: FORMAT, data_file: { ino: identity.ino, size: identity.size, mtime_ms: identity.mtimeMs }, tasks_at: tasksAt, numbers };
+    const json = Buffer.from(JSON.stringify(trailer), 'utf8');
+    await put(json);
+    const tail = Buffer.alloc(TAIL_BYTES);
+    tail.writeUInt32LE(json.length, 0);
+    tail.writeUInt32LE(crc, 4);
+    MAGIC.copy(tail, 8);
+    await out.write(tail);
+  } catch (error) {
+    await out.abort();
+    throw error;
+  }
+  closeSync(await out.commit());
+}
+
+/** The index of the data file `dataStats` describes, or null when none fits it exactly. */
+export function readTasksSectionIndex(dataFile: string, dataStats: Stats): TasksSectionIndex | null {
+  let fd: number;
+  try {
+    fd = openRegularFileSync(tasksIndexPath(dataFile), constants.O_RDONLY);
+  } catch {
+    return null;
+  }
+  let bytes: Buffer;
+  try {
+    const size = fstatSync(fd).size;
+    bytes = Buffer.allocUnsafe(size);
+    for (let done = 0; done < size; ) {
+      const read = readSync(fd, bytes, done, size - done, done);
+      if (read === 0) return null;
+      done += read;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return decode(bytes, dataStats);
+}
+
+function decode(bytes: Buffer, dataStats: Stats): TasksSectionIndex | null {
+  const tailAt = bytes.length - TAIL_BYTES;
+  if (tailAt < 0 || !bytes.subarray(tailAt + 8).equals(MAGIC)) return null;
+  const jsonAt = tailAt - bytes.readUInt32LE(tailAt);
+  if (jsonAt < 0 || crc32(bytes.subarray(0, tailAt)) !== bytes.readUInt32LE(tailAt + 4)) return null;
+  let trailer: Trailer;
+  try {
+    trailer = JSON.parse(bytes.toString('utf8', jsonAt, tailAt)) as Trailer;
+  } catch {
+    return null;
+  }
+  const file = trailer.data_file;
+  if (trailer.format !== FORMAT || file?.ino !== dataStats.ino || file.size !== dataStats.size || file.mtime_ms !== dataStats.mtimeMs) return null;
+  if (!Number.isSafeInteger(trailer.numbers) || trailer.numbers * 8 !== jsonAt || !Number.isSafeInteger(trailer.tasks_at)) return null;
+  // A Float64Array needs its memory aligned: a view when it is (a file's read buffer is), else a copy.
+  const numbers =
+    bytes.byteOffset % 8 === 0 ? new Float64Array(bytes.buffer, bytes.byteOffset, jsonAt / 8) : new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + jsonAt) as ArrayBuffer);
+  const tasks: TasksSectionIndex['tasks'] = [];
+  for (let i = 0; i < numbers.length; ) {
+    const steps = numbers[i + 2];
+    if (!Number.isSafeInteger(steps) || steps < 0 || i + 3 + 2 * steps > numbers.length) return null;
+    tasks.push({ createdSeq: numbers[i], headBytes: numbers[i + 1], steps: numbers.subarray(i + 3, i + 3 + 2 * steps) });
+    i += 3 + 2 * steps;
+  }
+  return { tasksAt: trailer.tasks_at, tasks };
+}
