@@ -122,7 +122,7 @@ export class CheckpointWriter {
       },
     }));
     try {
-      await writeTasksSectionIndex(this.dataFile, stats, this.tasksAt, tasks);
+      await writeTasksSectionIndex(this.dataFile, stats, this.head.seq, this.tasksAt, tasks);
     } catch (error) {
       log.warn('could not write the data file\'s tasks index; the next start reads the whole file', { file: this.dataFile, error: (error as NodeJS.ErrnoException).code ?? String(error) });
     }

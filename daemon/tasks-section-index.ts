@@ -7,13 +7,15 @@ import { DurableFileWriter, openRegularFileSync } from '../node/durable-files.js
  * seq and head line's bytes, then each of its steps' seq and line's bytes), written beside the
  * checkpoint right after it. The tasks section is nearly all of a large data file (every kept
  * step's texts); with this a start reads only the entries before it, so start-up does not grow with
- * the bytes of the steps' outputs. 16 bytes a step: 1.2 % of the file at 1 KiB outputs.
+ * the bytes of the steps' outputs. 8 bytes a step (16 past 4 GiB or 4 billion seqs): under 1 % of
+ * the file at 1 KiB outputs.
  *
  * Only a cache: a start ignores one that is not about exactly this data file (inode, size, mtime),
  * is torn (CRC-32) or does not add up to the file's size, and walks the file instead. The full
  * verification in the background still reads every line.
  *
- * Layout: float64 numbers in the machine's byte order (the file never leaves it), per task
+ * Layout: numbers (uint32, or float64 when the file or a seq is past 32 bits) in the machine's byte
+ * order (the file never leaves it), per task
  * `createdSeq, headBytes, steps, (seq, lineBytes) x steps`; then a JSON trailer, its byte length
  * (u32), the CRC-32 of everything before it (u32) and the magic.
  */
@@ -23,6 +25,7 @@ const FORMAT = 'taskhistory-tasks-index/1';
 const TAIL_BYTES = 4 + 4 + MAGIC.length;
 /** Numbers gathered before one write. */
 const BATCH_NUMBERS = 8192;
+const UINT32_MAX = 0xffffffff;
 
 interface Trailer {
   format: string;
@@ -30,6 +33,8 @@ interface Trailer {
   /** Where the tasks section's first line starts. */
   tasks_at: number;
   numbers: number;
+  /** Bytes a number. */
+  width: 4 | 8;
 }
 
 /** One task of the section, as the writer knows it. */
@@ -44,15 +49,18 @@ export interface SectionTask {
 /** The section as read back: per task its created seq, head line bytes and steps. */
 export interface TasksSectionIndex {
   tasksAt: number;
-  tasks: { createdSeq: number; headBytes: number; steps: Float64Array }[];
+  tasks: { createdSeq: number; headBytes: number; steps: Uint32Array | Float64Array }[];
 }
 
 export function tasksIndexPath(dataFile: string): string {
   return `${dataFile}${TASKS_INDEX_SUFFIX}`;
 }
 
-/** Writes the index of a data file just put in place (`identity`: its fstat), atomically. */
-export async function writeTasksSectionIndex(dataFile: string, identity: Stats, tasksAt: number, tasks: SectionTask[]): Promise<void> {
+/** Writes the index of a data file just put in place (`identity`: its fstat; `lastSeq` its head), atomically. */
+export async function writeTasksSectionIndex(dataFile: string, identity: Stats, lastSeq: number, tasksAt: number, tasks: SectionTask[]): Promise<void> {
+  // Every number is a seq, a count or a size within the file.
+  const width = identity.size > UINT32_MAX || lastSeq > UINT32_MAX ? 8 : 4;
+  const newBatch = () => (width === 8 ? new Float64Array(BATCH_NUMBERS) : new Uint32Array(BATCH_NUMBERS));
   const out = await DurableFileWriter.create(tasksIndexPath(dataFile));
   try {
     let crc = 0;
@@ -60,7 +68,7 @@ export async function writeTasksSectionIndex(dataFile: string, identity: Stats, 
       crc = crc32(bytes, crc);
       await out.write(bytes);
     };
-    let batch = new Float64Array(BATCH_NUMBERS);
+    let batch = newBatch();
     let batched = 0;
     let numbers = 0;
     const add = async (value: number) => {
@@ -68,7 +76,7 @@ export async function writeTasksSectionIndex(dataFile: string, identity: Stats, 
       numbers++;
       if (batched < BATCH_NUMBERS) return;
       await put(Buffer.from(batch.buffer));
-      batch = new Float64Array(BATCH_NUMBERS);
+      batch = newBatch();
       batched = 0;
     };
     for (const task of tasks) {
@@ -81,8 +89,8 @@ export async function writeTasksSectionIndex(dataFile: string, identity: Stats, 
         await add(lineBytes);
       }
     }
-    if (batched > 0) await put(Buffer.from(batch.buffer, 0, batched * 8));
-    const trailer: Trailer = { format: FORMAT, data_file: { ino: identity.ino, size: identity.size, mtime_ms: identity.mtimeMs }, tasks_at: tasksAt, numbers };
+    if (batched > 0) await put(Buffer.from(batch.buffer, 0, batched * width));
+    const trailer: Trailer = { format: FORMAT, data_file: { ino: identity.ino, size: identity.size, mtime_ms: identity.mtimeMs }, tasks_at: tasksAt, numbers, width };
     const json = Buffer.from(JSON.stringify(trailer), 'utf8');
     await put(json);
     const tail = Buffer.alloc(TAIL_BYTES);
@@ -133,10 +141,13 @@ function decode(bytes: Buffer, dataStats: Stats): TasksSectionIndex | null {
   }
   const file = trailer.data_file;
   if (trailer.format !== FORMAT || file?.ino !== dataStats.ino || file.size !== dataStats.size || file.mtime_ms !== dataStats.mtimeMs) return null;
-  if (!Number.isSafeInteger(trailer.numbers) || trailer.numbers * 8 !== jsonAt || !Number.isSafeInteger(trailer.tasks_at)) return null;
-  // A Float64Array needs its memory aligned: a view when it is (a file's read buffer is), else a copy.
-  const numbers =
-    bytes.byteOffset % 8 === 0 ? new Float64Array(bytes.buffer, bytes.byteOffset, jsonAt / 8) : new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + jsonAt) as ArrayBuffer);
+  const { width } = trailer;
+  if ((width !== 4 && width !== 8) || !Number.isSafeInteger(trailer.numbers) || trailer.numbers * width !== jsonAt || !Number.isSafeInteger(trailer.tasks_at)) return null;
+  // A typed array needs its memory aligned: a view when it is (a file's read buffer is), else a copy.
+  const aligned = bytes.byteOffset % 8 === 0;
+  const memory = aligned ? bytes.buffer : (bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + jsonAt) as ArrayBuffer);
+  const at = aligned ? bytes.byteOffset : 0;
+  const numbers = width === 8 ? new Float64Array(memory, at, trailer.numbers) : new Uint32Array(memory, at, trailer.numbers);
   const tasks: TasksSectionIndex['tasks'] = [];
   for (let i = 0; i < numbers.length; ) {
     const steps = numbers[i + 2];

@@ -25,7 +25,7 @@ const RULES: Record<string, { folders: string[]; files?: string[]; nodeModules: 
     // The SDK is the public API; the systemd glue, group commit (through a failing journal twin), the
     // content cache's ring, the record index with its hash spill, the seq list and the offset column
     // are unit-tested on their own; the throwaway PostgreSQL is the bench's and the tests'.
-    files: ['client/sdk.ts', 'daemon/systemd.ts', 'daemon/group-commit.ts', 'daemon/content-cache.ts', 'daemon/record-index.ts', 'daemon/hash-spill.ts', 'daemon/seq-list.ts', 'daemon/offset-column.ts'],
+    files: ['client/sdk.ts', 'daemon/systemd.ts', 'daemon/group-commit.ts', 'daemon/content-cache.ts', 'daemon/record-index.ts', 'daemon/hash-spill.ts', 'daemon/seq-list.ts', 'daemon/offset-column.ts', 'daemon/tasks-section-index.ts'],
     nodeModules: true,
   },
 };

@@ -1,8 +1,11 @@
 import { existsSync, readFileSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { endianness } from 'node:os';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
+import { readTasksSectionIndex, writeTasksSectionIndex } from '../daemon/tasks-section-index.js';
 import { openRawSocket, startDaemon, type Daemon } from './daemon-harness.js';
+import { tempDir } from './processes.js';
 
 /**
  * The tasks index a checkpoint writes beside the data file (`task_history.json.tasks-index`, laid
@@ -69,7 +72,7 @@ describe('the tasks index beside a checkpoint', () => {
 
     // Torn: a byte of its numbers changed, so its CRC-32 fails; ignored without a word.
     const torn = Buffer.from(good);
-    torn[8] ^= 1;
+    torn[4] ^= 1;
     writeFileSync(indexFile, torn);
     const afterTorn = await restartedAnswers(daemon);
     expect(afterTorn).toMatchObject({ tasks: logged, verified: true });
@@ -78,7 +81,8 @@ describe('the tasks index beside a checkpoint', () => {
     // Well formed and about this file, but its first task's head one byte longer: it does not add up.
     expect(endianness()).toBe('LE');
     const misfit = Buffer.from(good);
-    misfit.writeDoubleLE(misfit.readDoubleLE(8) + 1, 8);
+    // Its numbers are 4 bytes each below 4 GiB: the first task's created seq, then its head line's bytes.
+    misfit.writeUInt32LE(misfit.readUInt32LE(4) + 1, 4);
     misfit.writeUInt32LE(crc32(misfit.subarray(0, misfit.length - TAIL_BYTES)), misfit.length - TAIL_BYTES + 4);
     writeFileSync(indexFile, misfit);
     const afterMisfit = await restartedAnswers(daemon);
@@ -92,5 +96,31 @@ describe('the tasks index beside a checkpoint', () => {
     const afterTouch = await restartedAnswers(daemon);
     expect(afterTouch).toMatchObject({ tasks: logged, verified: true });
     expect(afterTouch.stderr).not.toContain('tasks index');
+  });
+});
+
+describe('the tasks index file', () => {
+  it('reads back what was written, in 4-byte numbers and, past 4 GiB, in 8-byte ones', async () => {
+    const dataFile = join(tempDir('tasks-index-'), 'task_history.json');
+    writeFileSync(dataFile, '{}');
+    const tasks = [
+      { createdSeq: 1, headBytes: 120, steps: 2, step: (s: number) => ({ seq: [2, 5][s], lineBytes: [300, 301][s] }) },
+      { createdSeq: 3, headBytes: 121, steps: 0, step: () => expect.fail('no steps') },
+    ];
+    const sizes: number[] = [];
+    for (const [size, lastSeq] of [[2, 6], [2 ** 33, 6], [2, 2 ** 40]]) {
+      const stats = { ...statSync(dataFile), size };
+      await writeTasksSectionIndex(dataFile, stats, lastSeq, 77, tasks);
+      const index = readTasksSectionIndex(dataFile, stats);
+      expect(index?.tasksAt).toBe(77);
+      expect(index?.tasks.map((task) => ({ ...task, steps: [...task.steps] }))).toEqual([
+        { createdSeq: 1, headBytes: 120, steps: [2, 300, 5, 301] },
+        { createdSeq: 3, headBytes: 121, steps: [] },
+      ]);
+      expect(readTasksSectionIndex(dataFile, { ...stats, size: size + 1 })).toBeNull();
+      sizes.push(statSync(`${dataFile}.tasks-index`).size);
+    }
+    // Its 10 numbers (3 a task, 2 a step) take 4 bytes more each when wide; the second trailer also names a 10-digit size.
+    expect([sizes[1] - sizes[0], sizes[2] - sizes[0]]).toEqual([10 * 4 + 9, 10 * 4]);
   });
 });
