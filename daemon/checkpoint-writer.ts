@@ -116,10 +116,8 @@ export class CheckpointWriter {
       createdSeq: task.seq,
       headBytes: this.headBytes[t],
       steps,
-      step: (s: number) => {
-        const seq = task.stepSeqs.at(s);
-        return { seq, lineBytes: this.newLengths[seq - this.anchor.seq - 1] + (s === 0 ? 1 : 2) };
-      },
+      stepSeq: (s: number) => task.stepSeqs.at(s),
+      stepLineBytes: (s: number) => this.newLengths[task.stepSeqs.at(s) - this.anchor.seq - 1] + (s === 0 ? 1 : 2),
     }));
     try {
       await writeTasksSectionIndex(this.dataFile, stats, this.head.seq, this.tasksAt, tasks);

@@ -42,8 +42,9 @@ export interface SectionTask {
   createdSeq: number;
   headBytes: number;
   steps: number;
-  /** The seq and the whole line's bytes (list comma and newline included) of its step `s`. */
-  step(s: number): { seq: number; lineBytes: number };
+  /** The seq of its step `s`, and that line's bytes (list comma and newline included). */
+  stepSeq(s: number): number;
+  stepLineBytes(s: number): number;
 }
 
 /** The section as read back: per task its created seq, head line bytes and steps. */
@@ -71,22 +72,23 @@ export async function writeTasksSectionIndex(dataFile: string, identity: Stats, 
     let batch = newBatch();
     let batched = 0;
     let numbers = 0;
-    const add = async (value: number) => {
-      batch[batched++] = value;
-      numbers++;
-      if (batched < BATCH_NUMBERS) return;
-      await put(Buffer.from(batch.buffer));
+    // Synchronous but for a write per full batch: an await per number cost a microtask each, on the event loop.
+    const flushWhenFull = async () => {
+      if (batched <= BATCH_NUMBERS - 3) return;
+      await put(Buffer.from(batch.buffer, 0, batched * width));
       batch = newBatch();
       batched = 0;
     };
     for (const task of tasks) {
-      await add(task.createdSeq);
-      await add(task.headBytes);
-      await add(task.steps);
+      batch[batched++] = task.createdSeq;
+      batch[batched++] = task.headBytes;
+      batch[batched++] = task.steps;
+      numbers += 3 + 2 * task.steps;
+      await flushWhenFull();
       for (let s = 0; s < task.steps; s++) {
-        const { seq, lineBytes } = task.step(s);
-        await add(seq);
-        await add(lineBytes);
+        batch[batched++] = task.stepSeq(s);
+        batch[batched++] = task.stepLineBytes(s);
+        if (batched > BATCH_NUMBERS - 3) await flushWhenFull();
       }
     }
     if (batched > 0) await put(Buffer.from(batch.buffer, 0, batched * width));

@@ -104,9 +104,11 @@ describe('the tasks index file', () => {
     const dataFile = join(tempDir('tasks-index-'), 'task_history.json');
     writeFileSync(dataFile, '{}');
     const tasks = [
-      { createdSeq: 1, headBytes: 120, steps: 2, step: (s: number) => ({ seq: [2, 5][s], lineBytes: [300, 301][s] }) },
-      { createdSeq: 3, headBytes: 121, steps: 0, step: () => expect.fail('no steps') },
+      { createdSeq: 1, headBytes: 120, steps: 2, stepSeq: (s: number) => [2, 5][s], stepLineBytes: (s: number) => [300, 301][s] },
+      { createdSeq: 3, headBytes: 121, steps: 0, stepSeq: () => expect.fail('no steps'), stepLineBytes: () => expect.fail('no steps') },
     ];
+    // Enough steps to fill the writer's batches of numbers several times.
+    const long = { createdSeq: 10, headBytes: 99, steps: 10_000, stepSeq: (s: number) => 11 + s, stepLineBytes: (s: number) => 200 + (s % 7) };
     const sizes: number[] = [];
     for (const [size, lastSeq] of [[2, 6], [2 ** 33, 6], [2, 2 ** 40]]) {
       const stats = { ...statSync(dataFile), size };
@@ -118,6 +120,12 @@ describe('the tasks index file', () => {
         { createdSeq: 3, headBytes: 121, steps: [] },
       ]);
       expect(readTasksSectionIndex(dataFile, { ...stats, size: size + 1 })).toBeNull();
+      await writeTasksSectionIndex(dataFile, stats, lastSeq, 77, [...tasks, long]);
+      const longRead = readTasksSectionIndex(dataFile, stats)?.tasks[2];
+      expect(longRead?.steps.length).toBe(20_000);
+      expect([...(longRead?.steps ?? [])].filter((_, i) => i % 2 === 0)).toEqual(Array.from({ length: 10_000 }, (_, s) => 11 + s));
+      expect([...(longRead?.steps ?? [])].filter((_, i) => i % 2 === 1)).toEqual(Array.from({ length: 10_000 }, (_, s) => 200 + (s % 7)));
+      await writeTasksSectionIndex(dataFile, stats, lastSeq, 77, tasks);
       sizes.push(statSync(`${dataFile}.tasks-index`).size);
     }
     // Its 10 numbers (3 a task, 2 a step) take 4 bytes more each when wide; the second trailer also names a 10-digit size.
