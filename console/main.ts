@@ -96,7 +96,10 @@ function showConsole(token: string): void {
       return;
     }
     pending = { event };
-    if (!refreshing) refreshTimer = setTimeout(() => void runRefresh(), LIVE_COALESCE_MS);
+    if (!refreshing) schedule();
+  };
+  const schedule = () => {
+    refreshTimer = setTimeout(() => void runRefresh(), LIVE_COALESCE_MS);
   };
   const runRefresh = async () => {
     const due = pending?.event;
@@ -109,7 +112,7 @@ function showConsole(token: string): void {
       if (current === shown) fail(error);
     }
     refreshing = false;
-    if (pending && !stopped) refreshTimer = setTimeout(() => void runRefresh(), LIVE_COALESCE_MS);
+    if (pending && !stopped) schedule();
   };
   let everLive = false;
   const feed = new LiveFeed(

@@ -1,6 +1,6 @@
-import { closeSync, constants, fstatSync, readSync, type Stats } from 'node:fs';
+import { closeSync, type Stats } from 'node:fs';
 import { crc32 } from 'node:zlib';
-import { DurableFileWriter, openRegularFileSync } from '../node/durable-files.js';
+import { DurableFileWriter, readRegularFileSync } from '../node/durable-files.js';
 
 /**
  * `task_history.json.tasks-index`: the layout of a checkpoint's tasks section (each task's created
@@ -19,7 +19,7 @@ import { DurableFileWriter, openRegularFileSync } from '../node/durable-files.js
  * `createdSeq, headBytes, steps, (seq, lineBytes) x steps`; then a JSON trailer, its byte length
  * (u32), the CRC-32 of everything before it (u32) and the magic.
  */
-export const TASKS_INDEX_SUFFIX = '.tasks-index';
+const TASKS_INDEX_SUFFIX = '.tasks-index';
 const MAGIC = Buffer.from('THTASKS1', 'latin1');
 const FORMAT = 'taskhistory-tasks-index/1';
 const TAIL_BYTES = 4 + 4 + MAGIC.length;
@@ -53,7 +53,7 @@ export interface TasksSectionIndex {
   tasks: { createdSeq: number; headBytes: number; steps: Uint32Array | Float64Array }[];
 }
 
-export function tasksIndexPath(dataFile: string): string {
+function tasksIndexPath(dataFile: string): string {
   return `${dataFile}${TASKS_INDEX_SUFFIX}`;
 }
 
@@ -61,7 +61,6 @@ export function tasksIndexPath(dataFile: string): string {
 export async function writeTasksSectionIndex(dataFile: string, identity: Stats, lastSeq: number, tasksAt: number, tasks: SectionTask[]): Promise<void> {
   // Every number is a seq, a count or a size within the file.
   const width = identity.size > UINT32_MAX || lastSeq > UINT32_MAX ? 8 : 4;
-  const newBatch = () => (width === 8 ? new Float64Array(BATCH_NUMBERS) : new Uint32Array(BATCH_NUMBERS));
   const out = await DurableFileWriter.create(tasksIndexPath(dataFile));
   try {
     let crc = 0;
@@ -69,29 +68,30 @@ export async function writeTasksSectionIndex(dataFile: string, identity: Stats, 
       crc = crc32(bytes, crc);
       await out.write(bytes);
     };
-    let batch = newBatch();
+    // One batch, reused (each write is awaited before it is filled again); synchronous but for a
+    // write per full batch: an await per number cost a microtask each, on the event loop.
+    const batch = width === 8 ? new Float64Array(BATCH_NUMBERS) : new Uint32Array(BATCH_NUMBERS);
     let batched = 0;
     let numbers = 0;
-    // Synchronous but for a write per full batch: an await per number cost a microtask each, on the event loop.
-    const flushWhenFull = async () => {
-      if (batched <= BATCH_NUMBERS - 3) return;
+    const flush = async () => {
       await put(Buffer.from(batch.buffer, 0, batched * width));
-      batch = newBatch();
       batched = 0;
     };
+    // Room for a task's three numbers or a step's two before the batch is written.
+    const full = () => batched > BATCH_NUMBERS - 3;
     for (const task of tasks) {
       batch[batched++] = task.createdSeq;
       batch[batched++] = task.headBytes;
       batch[batched++] = task.steps;
       numbers += 3 + 2 * task.steps;
-      await flushWhenFull();
       for (let s = 0; s < task.steps; s++) {
+        if (full()) await flush();
         batch[batched++] = task.stepSeq(s);
         batch[batched++] = task.stepLineBytes(s);
-        if (batched > BATCH_NUMBERS - 3) await flushWhenFull();
       }
+      if (full()) await flush();
     }
-    if (batched > 0) await put(Buffer.from(batch.buffer, 0, batched * width));
+    if (batched > 0) await flush();
     const trailer: Trailer = { format: FORMAT, data_file: { ino: identity.ino, size: identity.size, mtime_ms: identity.mtimeMs }, tasks_at: tasksAt, numbers, width };
     const json = Buffer.from(JSON.stringify(trailer), 'utf8');
     await put(json);
@@ -109,23 +109,12 @@ export async function writeTasksSectionIndex(dataFile: string, identity: Stats, 
 
 /** The index of the data file `dataStats` describes, or null when none fits it exactly. */
 export function readTasksSectionIndex(dataFile: string, dataStats: Stats): TasksSectionIndex | null {
-  let fd: number;
-  try {
-    fd = openRegularFileSync(tasksIndexPath(dataFile), constants.O_RDONLY);
-  } catch {
-    return null;
-  }
   let bytes: Buffer;
   try {
-    const size = fstatSync(fd).size;
-    bytes = Buffer.allocUnsafe(size);
-    for (let done = 0; done < size; ) {
-      const read = readSync(fd, bytes, done, size - done, done);
-      if (read === 0) return null;
-      done += read;
-    }
-  } finally {
-    closeSync(fd);
+    bytes = readRegularFileSync(tasksIndexPath(dataFile));
+  } catch {
+    // None, or unreadable: the start walks the file.
+    return null;
   }
   return decode(bytes, dataStats);
 }

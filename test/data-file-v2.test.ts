@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { stepViewSeqAt, stubSeqAt } from '../node/data-file-lines.js';
+import { readStubInto, stepViewSeqAt, stubSeqAt } from '../node/data-file-lines.js';
 import { DATA_FILE_FORMAT, DATA_FILE_FORMAT_V1, type DataFileV1, type DataFileV2 } from '../protocol/data-file.js';
 import {
   chainEntryOf,
@@ -177,6 +177,9 @@ describe('the taskhistory/2 encoding', () => {
         stubs++;
         expect(JSON.parse(bytes.toString())).toEqual([record.seq, record.hash]);
         expect(stubSeqAt(bytes, 0, bytes.length)).toBe(record.seq);
+        const decoded = Buffer.alloc(34);
+        expect(readStubInto(bytes, 0, bytes.length, decoded, 1)).toBe(record.seq);
+        expect(decoded.toString('hex', 1, 33)).toBe(record.hash);
       }
     });
     expect(stubs).toBeGreaterThan(0);
@@ -186,7 +189,10 @@ describe('the taskhistory/2 encoding', () => {
     expect(stepLines.map(withoutComma).map((bytes) => stepViewSeqAt(bytes, 0, bytes.length))).toEqual(doc.tasks.flatMap((t) => t.steps.map((s) => s.seq)));
     const hash = 'a'.repeat(64);
     const foreignStubs = [`[ 4, "${hash}"]`, `[4,"${'A'.repeat(64)}"]`, `[4,"${hash.slice(1)}g"]`, `[4,"${hash}0"]`, `[,"${hash}"]`, `[4x,"${hash}"]`, `[99999999999999999,"${hash}"]`, `[9007199254740993,"${hash}"]`, `[4,'${hash}']`, '[4]', ''];
-    for (const foreign of foreignStubs) expect(stubSeqAt(Buffer.from(foreign), 0, foreign.length), foreign).toBe(-1);
+    for (const foreign of foreignStubs) {
+      expect(stubSeqAt(Buffer.from(foreign), 0, foreign.length), foreign).toBe(-1);
+      expect(readStubInto(Buffer.from(foreign), 0, foreign.length, Buffer.alloc(32), 0), foreign).toBe(-1);
+    }
     const framed = `x[9007199254740991,"${hash}"]y`;
     expect(stubSeqAt(Buffer.from(framed), 1, framed.length - 1)).toBe(9007199254740991);
     for (const foreign of ['{ "seq": 4, "step": 1}', '{"seq":4}', '{"seq":,', '{"seq":12345678901234567,', '{"seq":4x,', '{"seq"', '']) {
