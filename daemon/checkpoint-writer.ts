@@ -22,8 +22,15 @@ import { OffsetColumn } from './offset-column.js';
 import { RecordForm, RecordKind } from './record-index.js';
 import { writeTasksSectionIndex } from './tasks-section-index.js';
 
-/** Bytes gathered before one write: small enough that building them never holds the event loop for long. */
+/** Bytes gathered before one write, at most. */
 const CHUNK_BYTES = 256 * 1024;
+/**
+ * The longest the writer builds a chunk before writing it out, and then it lets every commit staged
+ * meanwhile go first: a log_step arriving during a rewrite waits this long at most. (Turning a
+ * journal line into an entry and a step view costs tens of µs at 8 KiB outputs: a chunk of them
+ * held the event loop for milliseconds, and every step during a rewrite of 50 MB waited 2-5 ms.)
+ */
+const SLICE_MS = 0.5;
 /**
  * Written bytes synced along the way: a sync of the whole file at the end would queue it all on
  * the disk ahead of the journal's fdatasyncs (the commits' p99.9).
@@ -63,6 +70,7 @@ export class CheckpointWriter {
   /** The lines gathered for the next write, reused from write to write: no buffer per line. */
   private readonly chunk = Buffer.allocUnsafe(CHUNK_BYTES);
   private chunkBytes = 0;
+  private sliceStartedAt = performance.now();
   private syncedBytes = 0;
   private readonly digest = createHash('sha256');
   private readonly newOffsets: OffsetColumn;
@@ -219,9 +227,12 @@ export class CheckpointWriter {
     else this.chunkBytes += this.chunk.write(line, this.chunkBytes, 'utf8');
   }
 
-  /** Makes room for `bytes` in the chunk by writing it out when they do not fit (a larger line is then written on its own). */
+  /**
+   * Makes room for `bytes` in the chunk by writing it out when they do not fit (a larger line is
+   * then written on its own), or when this slice of work has taken its time.
+   */
   private async reserve(bytes: number): Promise<void> {
-    if (this.chunkBytes + bytes > CHUNK_BYTES) await this.flush();
+    if (this.chunkBytes + bytes > CHUNK_BYTES || performance.now() - this.sliceStartedAt > SLICE_MS) await this.flush();
   }
 
   private async flush(): Promise<void> {
@@ -239,5 +250,8 @@ export class CheckpointWriter {
       this.syncedBytes = out.position;
       await out.syncWritten();
     }
+    // The write's completion runs before the group commit's setImmediate of that turn: yield to it.
+    await new Promise((resolve) => setImmediate(resolve));
+    this.sliceStartedAt = performance.now();
   }
 }

@@ -1,4 +1,4 @@
-import { closeSync, type Stats } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { DurableFileWriter, readRegularFileSync } from '../node/durable-files.js';
 
@@ -104,7 +104,8 @@ export async function writeTasksSectionIndex(dataFile: string, identity: Stats, 
     await out.abort();
     throw error;
   }
-  closeSync(await out.commit());
+  // Not synced: a torn or lost index fails its CRC or is missing, and the next start walks the file.
+  await out.replace();
 }
 
 /** The index of the data file `dataStats` describes, or null when none fits it exactly. */
