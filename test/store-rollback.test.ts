@@ -46,7 +46,8 @@ describe('group commit when the journal cannot be written', () => {
     const { commits, events } = groupCommitOn(journal);
     const outcomes = await settleAll(records(3).map((record) => commits.add(record)));
 
-    expect(journal.attempts).toEqual([{ firstSeq: 1, lastSeq: 3, lines: 3, path: 'now' }]);
+    // A group of several writers syncs in the thread pool.
+    expect(journal.attempts).toEqual([{ firstSeq: 1, lastSeq: 3, lines: 3, path: 'pool' }]);
     for (const outcome of outcomes) {
       expect(outcome).toMatchObject({ code: ErrorCodes.StorageFailure, errno: 'ENOSPC' });
       expect((outcome as { message: string }).message).toContain(`could not write the journal in ${DATA_DIR} (ENOSPC): nothing was recorded`);
@@ -56,34 +57,41 @@ describe('group commit when the journal cannot be written', () => {
     await commits.drain();
   });
 
+  it('refuses the record of a lone writer, which syncs on this thread, the same way', async () => {
+    const journal = new FailingJournal('EDQUOT');
+    const { commits, events } = groupCommitOn(journal);
+    const [outcome] = await settleAll([commits.add(records(1)[0])]);
+
+    expect(journal.attempts).toEqual([{ firstSeq: 1, lastSeq: 1, lines: 1, path: 'now' }]);
+    expect(outcome).toMatchObject({ code: ErrorCodes.StorageFailure, errno: 'EDQUOT' });
+    expect(events).toEqual({ committed: [], failed: 1 });
+  });
+
   it('a group staged while the failing one syncs in the thread pool is refused with it and never written', async () => {
     const journal = new FailingJournal('EIO');
     const { commits, events } = groupCommitOn(journal);
-    const chain = records(6);
-    // A group of three syncs on this thread; the smaller group after it goes to the thread pool.
-    await settleAll(chain.slice(0, 3).map((record) => commits.add(record)));
-    const syncing = commits.add(chain[3]);
+    const chain = records(5);
+    const syncing = chain.slice(0, 3).map((record) => commits.add(record));
     await new Promise((resolve) => setImmediate(resolve));
-    expect(journal.attempts.at(-1)).toEqual({ firstSeq: 4, lastSeq: 4, lines: 1, path: 'pool' });
-    const stagedBehind = chain.slice(4).map((record) => commits.add(record));
+    expect(journal.attempts).toEqual([{ firstSeq: 1, lastSeq: 3, lines: 3, path: 'pool' }]);
+    const stagedBehind = chain.slice(3).map((record) => commits.add(record));
 
-    const outcomes = await settleAll([syncing, ...stagedBehind]);
+    const outcomes = await settleAll([...syncing, ...stagedBehind]);
     expect(outcomes).toEqual(outcomes.map(() => expect.objectContaining({ code: ErrorCodes.StorageFailure, errno: 'EIO' })));
-    expect(journal.attempts.map((attempt) => attempt.firstSeq)).toEqual([1, 4]);
-    expect(events).toEqual({ committed: [], failed: 2 });
+    expect(journal.attempts.map((attempt) => attempt.firstSeq)).toEqual([1]);
+    expect(events).toEqual({ committed: [], failed: 1 });
     await commits.drain();
   });
 
   it('drain waits for the failing group to settle', async () => {
     const journal = new FailingJournal();
     const { commits } = groupCommitOn(journal);
-    const chain = records(4);
-    await settleAll(chain.slice(0, 3).map((record) => commits.add(record)));
-    let settled = false;
-    void commits.add(chain[3]).catch(() => (settled = true));
+    let settled = 0;
+    for (const record of records(3)) void commits.add(record).catch(() => settled++);
     await new Promise((resolve) => setImmediate(resolve));
+    expect(journal.attempts).toHaveLength(1);
     await commits.drain();
     await new Promise((resolve) => setImmediate(resolve));
-    expect(settled).toBe(true);
+    expect(settled).toBe(3);
   });
 });
