@@ -147,13 +147,7 @@ export class DurableFileWriter {
 
   /** Syncs, renames into place, syncs the directory; returns a descriptor of the file, which the caller closes. */
   async commit(): Promise<number> {
-    try {
-      await this.handle.sync();
-      await rename(this.temp, this.path);
-    } catch (error) {
-      await this.abort();
-      throw error;
-    }
+    await this.renameIntoPlace(() => this.handle.sync());
     await fsyncDirectory(dirname(this.path));
     // A descriptor of our own: the handle's would be closed when the handle is collected.
     const fd = openSync(`/proc/self/fd/${this.handle.fd}`, constants.O_RDONLY);
@@ -167,8 +161,13 @@ export class DurableFileWriter {
    * would only queue on the disk ahead of the journal's.
    */
   async replace(): Promise<void> {
+    await this.renameIntoPlace(() => this.handle.close());
+  }
+
+  /** Runs `before` (the sync, or the close), then renames the temp file into place; removes it if either fails. */
+  private async renameIntoPlace(before: () => Promise<void>): Promise<void> {
     try {
-      await this.handle.close();
+      await before();
       await rename(this.temp, this.path);
     } catch (error) {
       await this.abort();
